@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger
+from stillhouse.ledger import LEDGER_FILE, Ledger
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -31,7 +31,7 @@ LedgerPath = Annotated[Path, typer.Argument(help="Ledger file (a run directory's
 
 def _open_ledger(path: Path) -> Ledger:
     if path.is_dir():
-        path = path / "ledger.sqlite"
+        path = path / LEDGER_FILE
     if not path.exists():
         raise StillhouseError(f"no ledger at {path}; pass the ledger file or a run directory that has one")
     return Ledger(path)

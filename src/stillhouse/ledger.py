@@ -22,6 +22,7 @@ from typing import Any
 from stillhouse.errors import StillhouseError
 
 GENESIS = "0" * 64
+LEDGER_FILE = "ledger.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -184,3 +185,8 @@ def _loads(text: str) -> dict[str, Any]:
         return json.loads(text)
     except json.JSONDecodeError:
         return {"unreadable": text}
+
+
+def ledger_path(run_dir: str | Path, explicit: str | Path | None = None) -> Path:
+    """Where a run records provenance: an explicit (shared) ledger file, else the run directory's own."""
+    return Path(explicit) if explicit else Path(run_dir) / LEDGER_FILE

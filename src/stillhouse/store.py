@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     attempts          INTEGER NOT NULL DEFAULT 1,
     fingerprint       TEXT,
     run_id            TEXT NOT NULL,
-    at                TEXT NOT NULL
+    at                TEXT NOT NULL,
+    meta              TEXT
 );
 CREATE INDEX IF NOT EXISTS exchanges_prompt ON exchanges(prompt_id);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -44,8 +45,8 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 # An ok answer is never overwritten: a late duplicate or a failed retry leaves it as it is.
 _UPSERT = """
 INSERT INTO exchanges (key, prompt_id, sample, request, response, status, error, prompt_tokens,
-                       completion_tokens, cost, attempts, fingerprint, run_id, at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       completion_tokens, cost, attempts, fingerprint, run_id, at, meta)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(key) DO UPDATE SET
     response=excluded.response, status=excluded.status, error=excluded.error,
     prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens,
@@ -81,7 +82,7 @@ class Exchange:
     cost: float = 0.0
     attempts: int = 1
     fingerprint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # the prompt record's other fields (skill, answer...)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
