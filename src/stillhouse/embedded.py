@@ -1,0 +1,31 @@
+"""The models stillhouse ships, so the whole pipeline runs with no API key and no download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stillhouse.errors import StillhouseError
+
+MODELS_DIR = Path(__file__).parent / "models"
+TEACHER_NAME = "ember"  # Ember, by Northwind Labs: the embedded teacher
+STUDENT_NAME = "pebble"  # Pebble, by Quarry AI: the shipped base student
+
+
+def _shipped(name: str) -> Path:
+    path = MODELS_DIR / name
+    if not (path / "config.json").exists():
+        raise StillhouseError(
+            f"the embedded model '{name}' is missing from {MODELS_DIR}; "
+            "rebuild it with `python scripts/train_embedded.py`"
+        )
+    return path
+
+
+def teacher_path() -> Path:
+    """Directory of Ember, loadable with AutoModelForCausalLM / AutoTokenizer."""
+    return _shipped(TEACHER_NAME)
+
+
+def student_path() -> Path:
+    """Directory of Pebble, the base student that quickstart distils Ember into."""
+    return _shipped(STUDENT_NAME)
