@@ -111,6 +111,7 @@ class Exchange:
             self.fingerprint,
             self.run_id,
             self.at,
+            json.dumps(self.meta, separators=(",", ":"), default=str) if self.meta else None,
         )
 
 
@@ -144,9 +145,13 @@ class RunStore:
 
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
         """Commit a batch in one transaction: all of it is durable, or none of it."""
+        self.put_rows([e.row() for e in exchanges])
+
+    def put_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """`put_many` for rows already in `Exchange.row()` order (the collector's hot path)."""
         try:
             with self._db:
-                self._db.executemany(_UPSERT, [e.row() for e in exchanges])
+                self._db.executemany(_UPSERT, rows)
         except sqlite3.OperationalError as e:
             raise StillhouseError(f"cannot write to {self.path}: {e} (is the disk full?)") from e
 
@@ -180,6 +185,7 @@ class RunStore:
                 fingerprint=r[11],
                 run_id=r[12],
                 at=r[13],
+                meta=json.loads(r[14]) if r[14] else {},
             )
 
     def counts(self) -> dict[str, Any]:

@@ -1,0 +1,645 @@
+"""Collection: send every prompt to an OpenAI-compatible teacher once, keep every answer.
+
+Shape of a run: a streaming reader feeds a bounded queue; C worker tasks each hold one request at a
+time (so in-flight work and memory stay bounded by C, whatever the number of prompts); a writer
+thread commits answers to the run's SQLite store in small batches as they arrive. Every request has
+an idempotency key, and the reader skips keys the store already answered, so re-running a killed
+command sends exactly what was not committed. The engine reports progress through a callback and
+knows nothing of terminals (see stillhouse.progress for that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from stillhouse import prompts as prompt_files
+from stillhouse import terms as terms_mod
+from stillhouse.errors import StillhouseError
+from stillhouse.ledger import Ledger, ledger_path, new_run_id, now, operator
+from stillhouse.pricing import Price, load_prices, price_for
+from stillhouse.ratelimit import Limiter, backoff
+from stillhouse.store import RunStore, request_key
+from stillhouse.terms import Purpose
+
+_FEED_CHUNK = 256  # prompts read (and checked against the store) per batch
+_WRITE_EVERY_S = 0.005  # the writer gathers rows this long before each commit
+_GIVE_UP_AFTER = 20  # failures with no answer at all yet: the endpoint rejects everything
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Progress:
+    """Counters of a run in progress; every figure covers this invocation only, except `skipped`."""
+
+    planned: int = 0  # requests the prompts ask for (prompts x samples)
+    skipped: int = 0  # already answered in the store (or repeated in the file): not sent
+    sent: int = 0  # requests started (a retried request counts once)
+    ok: int = 0
+    failed: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    elapsed_s: float = 0.0
+    paused_s: float = 0.0  # how long the shared gate still holds every request back
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Finished requests per second."""
+        return self.done / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        left = self.planned - self.skipped - self.done
+        return left / self.rate if self.rate and left >= 0 else None
+
+
+@dataclass
+class CollectResult(Progress):
+    """What a finished (or stopped) collection did. `stop_reason`: done, max-requests, max-tokens-total, max-cost."""
+
+    run_id: str = ""
+    run_dir: Path = field(default_factory=Path)
+    stop_reason: str = "done"
+    system_fingerprints: list[str] = field(default_factory=list)
+
+
+def collect(prompts: str | Path, **kwargs: Any) -> CollectResult:
+    """Collect answers for a prompts file; see `acollect` for the arguments."""
+    return asyncio.run(acollect(prompts, **kwargs))
+
+
+async def acollect(
+    prompts: str | Path,
+    *,
+    base_url: str,
+    model: str,
+    out: str | Path,
+    purpose: Purpose | str,
+    terms: str | None = None,
+    permission: str | None = None,
+    ledger: str | Path | None = None,
+    api_key_env: str | None = "OPENAI_API_KEY",
+    system: str | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    n: int | None = None,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+    top_logprobs: int | None = None,
+    params: dict[str, Any] | None = None,
+    samples: int = 1,
+    concurrency: int = 64,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_requests: int | None = None,
+    max_tokens_total: int | None = None,
+    max_cost: float | None = None,
+    prices: str | Path | None = None,
+    timeout_s: float = 600.0,
+    max_retries: int = 6,
+    backoff_s: float = 1.0,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_every_s: float = 0.5,
+) -> CollectResult:
+    """Send each prompt (x `samples`) to `base_url`/chat/completions once and commit the answers to `out`.
+
+    Sampling parameters (temperature ... stop, `top_logprobs`, any extra `params`) go into the request
+    and its idempotency key. Caps (`max_requests`, `max_tokens_total`, `max_cost` in USD) count what the
+    run directory has spent before too, so re-running a command never spends its budget twice; when one
+    is reached, in-flight requests finish and nothing new is sent. Raises StillhouseError, before
+    anything is sent, on bad prompts, forbidden terms, a missing key or price; and during the run on
+    401/403/404 or an unwritable store, leaving the store consistent for a re-run.
+    """
+    purpose = _purpose(purpose)
+    found_terms = terms_mod.check(base_url, terms, purpose, permission)
+    if concurrency < 1 or samples < 1:
+        raise StillhouseError("--concurrency and --samples must be at least 1")
+    api_key = _api_key(api_key_env, base_url)
+    price = price_for(model, load_prices(prices))
+    if max_cost is not None and price is None:
+        raise StillhouseError(
+            f"--max-cost needs a price for model '{model}'; give one with --prices FILE "
+            f'(JSON or TOML: {{"{model}": {{"input": USD per 1M tokens, "output": USD per 1M tokens}}}})'
+        )
+    sampling = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "n": n,
+        "seed": seed,
+        "stop": stop,
+        **({"logprobs": True, "top_logprobs": top_logprobs} if top_logprobs is not None else {}),
+        **(params or {}),
+    }
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    planned = prompt_files.validate(prompts) * samples  # fails on a bad record before anything is sent
+    run = _Run(
+        prompts=Path(prompts),
+        base_url=base_url.rstrip("/"),
+        model=model,
+        run_dir=Path(out),
+        api_key=api_key,
+        system=system,
+        sampling=sampling,
+        samples=samples,
+        concurrency=concurrency,
+        limiter=Limiter(rpm, tpm),
+        caps=_Caps(max_requests, max_tokens_total, max_cost),
+        price=price,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+        backoff_s=backoff_s,
+        on_progress=on_progress,
+        progress_every_s=progress_every_s,
+    )
+    run.stats.planned = planned
+    config = {
+        "prompts": str(Path(prompts).resolve()),
+        "base_url": _public_url(base_url),
+        "model": model,
+        "system": system,
+        "sampling": sampling,
+        "samples": samples,
+        "concurrency": concurrency,
+        "rpm": rpm,
+        "tpm": tpm,
+        "max_requests": max_requests,
+        "max_tokens_total": max_tokens_total,
+        "max_cost": max_cost,
+        "prices": str(prices) if prices else None,
+        "price_per_1m": None if price is None else {"input": price.input, "output": price.output},
+        "api_key_env": api_key_env if api_key else None,
+        "timeout_s": timeout_s,
+        "max_retries": max_retries,
+        "store": str(run.store.path.resolve()),
+    }
+    teacher = {"host": terms_mod.host_of(base_url), "model": model, "base_url": _public_url(base_url)}
+    start = {
+        "teacher": teacher,
+        "terms": terms or (found_terms.id if found_terms else None),
+        "terms_clause": found_terms.clause if found_terms else None,
+        "purpose": str(purpose),
+        "permission": permission,
+        "operator": operator(),
+        "config": config,
+    }
+    with Ledger(ledger_path(out, ledger)) as led:
+        try:
+            await run.execute(lambda: led.append(run.run_id, "collect.start", start))
+        finally:
+            if run.started:
+                s, fps = run.stats, sorted(run.fingerprints)
+                led.append(
+                    run.run_id,
+                    "collect.end",
+                    {
+                        "teacher": {**teacher, "fingerprints": fps},
+                        "ok": s.ok,
+                        "failed": s.failed,
+                        "skipped": s.skipped,
+                        "sent": s.sent,
+                        "retries": s.retries,
+                        "prompt_tokens": s.prompt_tokens,
+                        "completion_tokens": s.completion_tokens,
+                        "cost": round(s.cost, 6),
+                        "priced": price is not None,
+                        "system_fingerprints": fps,
+                        "stop_reason": run.stop_reason,
+                        "elapsed_s": round(s.elapsed_s, 3),
+                    },
+                )
+    return run.result()
+
+
+@dataclass
+class _Caps:
+    requests: int | None
+    tokens: int | None
+    cost: float | None
+
+
+class _Request:
+    __slots__ = ("body", "key", "meta", "prompt_id", "sample", "tokens")
+
+    def __init__(self, key: str, prompt_id: str, sample: int, body: bytes, tokens: int, meta: str | None):
+        self.key, self.prompt_id, self.sample, self.body, self.tokens, self.meta = (
+            key,
+            prompt_id,
+            sample,
+            body,
+            tokens,
+            meta,
+        )
+
+
+class _Run:
+    """One invocation: reader -> bounded queue -> C workers -> writer thread."""
+
+    def __init__(
+        self,
+        *,
+        prompts: Path,
+        base_url: str,
+        model: str,
+        run_dir: Path,
+        api_key: str | None,
+        system: str | None,
+        sampling: dict[str, Any],
+        samples: int,
+        concurrency: int,
+        limiter: Limiter,
+        caps: _Caps,
+        price: Price | None,
+        timeout_s: float,
+        max_retries: int,
+        backoff_s: float,
+        on_progress: Callable[[Progress], None] | None,
+        progress_every_s: float,
+    ):
+        self.prompts, self.base_url, self.model, self.run_dir = prompts, base_url, model, run_dir
+        self.api_key, self.system, self.sampling, self.samples = api_key, system, sampling, samples
+        self.concurrency, self.limiter, self.caps, self.price = concurrency, limiter, caps, price
+        self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
+        self.on_progress, self.progress_every_s = on_progress, progress_every_s
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.run_id = new_run_id("collect")
+        self.store = RunStore(run_dir)
+        self.prior = self.store.counts()  # what earlier invocations spent: the caps count it too
+        self.stats = Progress()
+        self.fingerprints: set[str] = set()
+        self.stop_reason = "done"
+        self.started = False
+        self.fatal: BaseException | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[str] = set()  # keys queued or in flight, until their row is committed
+        self._inflight = [0, 0]  # estimated prompt and completion tokens of requests not yet answered
+        self._avg_completion = float(_max_tokens(sampling) or 256)  # then the running mean of answers
+        self._t0 = 0.0
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def execute(self, on_start: Callable[[], object]) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(30.0, self.timeout_s))
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+                await self._preflight(session)
+                on_start()
+                self.started = True
+                self._writer = _Writer(self.store.run_dir, asyncio.get_running_loop(), self._abort)
+                self._writer.start()
+                self._t0 = time.monotonic()
+                try:
+                    await self._run_tasks(session)
+                finally:
+                    self._writer.close()
+                    self.stats.elapsed_s = time.monotonic() - self._t0
+                    self.fatal = self.fatal or self._writer.error  # a failure of the last commit too
+        except asyncio.CancelledError:
+            self.stop_reason = "interrupted"
+            raise
+        finally:
+            self.store.close()
+        if self.fatal is not None:
+            self.stop_reason = f"error: {self.fatal}" if isinstance(self.fatal, StillhouseError) else "error"
+            raise self.fatal
+
+    async def _run_tasks(self, session: aiohttp.ClientSession) -> None:
+        work: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=2 * self.concurrency)
+        self._tasks = [asyncio.create_task(self._guard(self._feed(work)))]
+        self._tasks += [asyncio.create_task(self._guard(self._work(session, work))) for _ in range(self.concurrency)]
+        ticker = asyncio.create_task(self._tick()) if self.on_progress else None
+        try:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            if ticker:
+                ticker.cancel()
+            for t in self._tasks:
+                t.cancel()
+        if self.on_progress:
+            self.on_progress(self.snapshot())
+
+    async def _guard(self, coro: Any) -> None:
+        """A bug in one task stops the whole run instead of leaving the others to finish without it."""
+        try:
+            await coro
+        except Exception as e:
+            self._abort(e)
+            raise
+
+    def _abort(self, error: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = error
+        for t in self._tasks:
+            t.cancel()
+
+    async def _preflight(self, session: aiohttp.ClientSession) -> None:
+        """Fail with one line if nothing answers at the base URL (any HTTP status will do)."""
+        try:
+            async with session.get(self.base_url + "/models", timeout=aiohttp.ClientTimeout(total=30)) as r:
+                await r.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StillhouseError(f"cannot reach {_public_url(self.base_url)}: {_describe(e)}") from None
+
+    async def _tick(self) -> None:
+        assert self.on_progress is not None
+        while True:
+            await asyncio.sleep(self.progress_every_s)
+            self.on_progress(self.snapshot())
+
+    def snapshot(self) -> Progress:
+        s = self.stats
+        s.elapsed_s = time.monotonic() - self._t0
+        s.paused_s = max(0.0, self.limiter.gate - time.monotonic())
+        return Progress(**s.__dict__)
+
+    def result(self) -> CollectResult:
+        return CollectResult(
+            **self.stats.__dict__,
+            run_id=self.run_id,
+            run_dir=self.run_dir,
+            stop_reason=self.stop_reason,
+            system_fingerprints=sorted(self.fingerprints),
+        )
+
+    # -- reader ----------------------------------------------------------------------------------
+
+    async def _feed(self, work: asyncio.Queue[_Request | None]) -> None:
+        chunk: list[_Request] = []
+        for p in prompt_files.read_prompts(self.prompts):
+            if self.stop_reason != "done":
+                break
+            chunk.extend(self._requests(p))
+            if len(chunk) >= _FEED_CHUNK:
+                await self._enqueue(chunk, work)
+                chunk = []
+        if chunk and self.stop_reason == "done":
+            await self._enqueue(chunk, work)
+        for _ in range(self.concurrency):
+            await work.put(None)
+
+    def _requests(self, p: prompt_files.Prompt) -> Iterable[_Request]:
+        messages = p.messages
+        if self.system is not None and messages[0].get("role") != "system":
+            messages = [{"role": "system", "content": self.system}, *messages]
+        body = json.dumps(
+            {"model": self.model, "messages": messages, **self.sampling}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        chars = sum(len(m["content"]) if isinstance(m["content"], str) else len(json.dumps(m)) for m in messages)
+        meta = json.dumps(p.meta, ensure_ascii=False, separators=(",", ":"), default=str) if p.meta else None
+        for s in range(self.samples):
+            key = request_key(self.base_url, self.model, messages, self.sampling, s)
+            yield _Request(key, p.id, s, body, chars // 4 + 1, meta)
+
+    async def _enqueue(self, chunk: list[_Request], work: asyncio.Queue[_Request | None]) -> None:
+        while self._writer.committed:
+            self._pending.discard(self._writer.committed.popleft())
+        answered = self.store.committed([r.key for r in chunk])
+        for r in chunk:
+            if r.key in answered or r.key in self._pending:
+                self.stats.skipped += 1
+                continue
+            self._pending.add(r.key)
+            await work.put(r)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    async def _work(self, session: aiohttp.ClientSession, work: asyncio.Queue[_Request | None]) -> None:
+        while (req := await work.get()) is not None:
+            if self._admit(req):
+                await self._send(session, req)
+            else:
+                self._pending.discard(req.key)
+
+    def _admit(self, req: _Request) -> bool:
+        """Start a request only while every cap has room for it on top of what is already in flight."""
+        if self.stop_reason != "done":
+            return False
+        s, caps, prior = self.stats, self.caps, self.prior
+        prompt_in, completion_in = self._inflight[0] + req.tokens, self._inflight[1] + self._avg_completion
+        spent = prior["prompt_tokens"] + prior["completion_tokens"] + s.prompt_tokens + s.completion_tokens
+        if caps.requests is not None and prior["exchanges"] + s.sent >= caps.requests:
+            self.stop_reason = "max-requests"
+        elif caps.tokens is not None and spent + prompt_in + completion_in > caps.tokens:
+            self.stop_reason = "max-tokens-total"
+        elif (
+            caps.cost is not None
+            and self.price is not None
+            and (prior["cost"] + s.cost + self.price.cost(prompt_in, completion_in) > caps.cost)
+        ):
+            self.stop_reason = "max-cost"
+        if self.stop_reason != "done":
+            return False
+        s.sent += 1
+        return True
+
+    async def _send(self, session: aiohttp.ClientSession, req: _Request) -> None:
+        s = self.stats
+        completion = round(self._avg_completion)
+        expected = req.tokens + completion
+        self._inflight[0] += req.tokens
+        self._inflight[1] += completion
+        attempt = 0
+        try:
+            while True:
+                await self.limiter.wait(expected)
+                s.in_flight += 1
+                retry_at = None
+                try:
+                    async with session.post(self.url, data=req.body, headers=_JSON_HEADERS) as r:
+                        raw = await r.read()
+                        status, headers = r.status, r.headers
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    status, error = 0, _describe(e)
+                else:
+                    retry_at = self.limiter.observe(status, headers, expected)
+                    if status == 200:
+                        data = _answer(raw)
+                        if data is not None:
+                            self._record_ok(req, raw, data, attempt + 1, expected)
+                            return
+                        error = f"malformed answer: {raw[:200].decode(errors='replace')!r}"
+                    else:
+                        error = f"HTTP {status}: {_message(raw)}"
+                finally:
+                    s.in_flight -= 1
+                if status in (401, 403, 404):
+                    self.limiter.reconcile(expected, 0)
+                    self._abort(StillhouseError(self._fatal_line(status, raw)))
+                    return
+                retryable = status in (0, 200, 408, 409, 429) or status >= 500
+                if not retryable or attempt >= self.max_retries:
+                    self.limiter.reconcile(expected, 0)
+                    self._record_failed(req, self._redact(error), attempt + 1)
+                    return
+                delay = backoff(attempt, self.backoff_s)
+                if retry_at is not None:
+                    delay = max(0.0, retry_at - time.monotonic())
+                attempt += 1
+                s.retries += 1
+                await asyncio.sleep(delay)
+        finally:
+            self._inflight[0] -= req.tokens
+            self._inflight[1] -= completion
+
+    def _record_ok(self, req: _Request, raw: bytes, data: dict[str, Any], attempts: int, expected: int) -> None:
+        s = self.stats
+        usage = data.get("usage") or {}
+        pt = usage.get("prompt_tokens")
+        ct = usage.get("completion_tokens")
+        if pt is None or ct is None:  # some servers omit usage: estimate it so caps still hold
+            texts = [(c.get("message") or {}).get("content") or "" for c in data["choices"]]
+            pt, ct = req.tokens, sum(len(t) for t in texts) // 4
+        cost = self.price.cost(pt, ct) if self.price else 0.0
+        fingerprint = data.get("system_fingerprint")
+        if fingerprint:
+            self.fingerprints.add(fingerprint)
+        self.limiter.reconcile(expected, pt + ct)
+        s.ok += 1
+        s.prompt_tokens += pt
+        s.completion_tokens += ct
+        s.cost += cost
+        self._avg_completion += (ct - self._avg_completion) / min(s.ok, 100)
+        row = (req.key, req.prompt_id, req.sample, req.body.decode(), raw.decode(), "ok", None)
+        self._writer.put((*row, pt, ct, cost, attempts, fingerprint, self.run_id, now(), req.meta))
+
+    def _record_failed(self, req: _Request, error: str, attempts: int) -> None:
+        s = self.stats
+        s.failed += 1
+        row = (req.key, req.prompt_id, req.sample, req.body.decode(), None, "error", error)
+        self._writer.put((*row, 0, 0, 0.0, attempts, None, self.run_id, now(), req.meta))
+        if s.ok == 0 and s.failed >= _GIVE_UP_AFTER:
+            self._abort(StillhouseError(f"{s.failed} requests failed and none succeeded; last: {error}"))
+
+    def _fatal_line(self, status: int, raw: bytes) -> str:
+        msg = self._redact(_message(raw))
+        url = _public_url(self.url)
+        if status == 404:
+            return f"HTTP 404 from {url}: {msg} (is '{self.model}' served there, and does --base-url end in /v1?)"
+        return f"HTTP {status} from {url}: {msg} (check the API key; the run stopped, re-run to resume)"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+
+class _Writer(threading.Thread):
+    """Commits rows to the store in small batches, off the event loop, so a slow disk never stalls it."""
+
+    def __init__(self, run_dir: Path, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None]):
+        super().__init__(name="stillhouse-store-writer", daemon=True)
+        self.rows: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.committed: collections.deque[str] = collections.deque()  # keys, for the reader's bookkeeping
+        self.error: BaseException | None = None
+        self._run_dir, self._loop, self._on_error = run_dir, loop, on_error
+
+    def put(self, row: tuple[Any, ...]) -> None:
+        self.rows.put(row)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self.rows.put(None)
+        self.join()
+
+    def run(self) -> None:
+        try:
+            with RunStore(self._run_dir) as store:  # sqlite connections belong to the thread that opens them
+                done = False
+                while not done:
+                    batch = [self.rows.get()]
+                    time.sleep(_WRITE_EVERY_S)
+                    while True:
+                        try:
+                            batch.append(self.rows.get_nowait())
+                        except queue.Empty:
+                            break
+                    done = batch[-1] is None
+                    rows = [r for r in batch if r is not None]
+                    if rows:
+                        store.put_rows(rows)
+                        self.committed.extend(r[0] for r in rows)
+        except Exception as e:  # reported on the event loop, which stops the run and raises it
+            self.error = e
+            self._loop.call_soon_threadsafe(self._on_error, e)
+
+
+def _max_tokens(sampling: dict[str, Any]) -> int | None:
+    """The completion budget per request the sampling parameters set, if any (times n choices)."""
+    mt = sampling.get("max_tokens") or sampling.get("max_completion_tokens")
+    return mt * (sampling.get("n") or 1) if mt else None
+
+
+def _answer(raw: bytes) -> dict[str, Any] | None:
+    """The parsed answer, or None when it is not a chat completion (garbage, truncated, an error body)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        return None
+    return data
+
+
+def _message(raw: bytes) -> str:
+    """The error message of an OpenAI-style error body, else the start of the body."""
+    try:
+        err = json.loads(raw).get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)[:300]
+    except (ValueError, AttributeError):
+        pass
+    return raw[:300].decode(errors="replace").strip() or "(empty body)"
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _public_url(url: str) -> str:
+    """The URL without credentials or query string, safe for the ledger and messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _api_key(env: str | None, base_url: str) -> str | None:
+    key = os.environ.get(env) if env else None
+    if key or not env or terms_mod.is_local(base_url):
+        return key or None
+    raise StillhouseError(
+        f"no API key: set ${env}, or name the variable that holds it with --api-key-env "
+        "(pass --api-key-env '' for an endpoint that needs none)"
+    )
+
+
+def _purpose(value: Purpose | str) -> Purpose:
+    try:
+        return Purpose(value)
+    except ValueError:
+        raise StillhouseError(
+            f"unknown purpose '{value}'; declare one of: {', '.join(p.value for p in Purpose)}"
+        ) from None
