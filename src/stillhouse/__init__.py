@@ -1,9 +1,19 @@
 """stillhouse: black-box LLM distillation, documented and detectable."""
 
+from stillhouse.collect import CollectResult, collect
 from stillhouse.errors import StillhouseError
 from stillhouse.ledger import Ledger
 from stillhouse.store import Exchange, RunStore, request_key
 from stillhouse.terms import Purpose
 
-__all__ = ["Exchange", "Ledger", "Purpose", "RunStore", "StillhouseError", "request_key"]
+__all__ = [
+    "CollectResult",
+    "Exchange",
+    "Ledger",
+    "Purpose",
+    "RunStore",
+    "StillhouseError",
+    "collect",
+    "request_key",
+]
 __version__ = "0.1.0"

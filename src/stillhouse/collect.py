@@ -292,7 +292,10 @@ class _Run:
         self.fatal: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[str] = set()  # keys queued or in flight, until their row is committed
-        self._inflight = [0, 0]  # estimated prompt and completion tokens of requests not yet answered
+        self._inflight_n = 0  # admitted requests not yet settled, and their estimated tokens:
+        self._inflight_prompt = 0
+        self._inflight_completion = 0.0
+        self._settled = asyncio.Event()  # set whenever an in-flight request finishes
         self._avg_completion = float(_max_tokens(sampling) or 256)  # then the running mean of answers
         self._t0 = 0.0
 
@@ -427,39 +430,53 @@ class _Run:
 
     async def _work(self, session: aiohttp.ClientSession, work: asyncio.Queue[_Request | None]) -> None:
         while (req := await work.get()) is not None:
-            if self._admit(req):
+            if await self._admit(req):
                 await self._send(session, req)
             else:
                 self._pending.discard(req.key)
 
-    def _admit(self, req: _Request) -> bool:
-        """Start a request only while every cap has room for it on top of what is already in flight."""
-        if self.stop_reason != "done":
-            return False
+    async def _admit(self, req: _Request) -> bool:
+        """Start a request only while the caps have room for it on top of what is in flight.
+
+        Estimates can be pessimistic (no answer seen yet), so a request that does not fit waits for
+        in-flight ones to settle and looks again; the cap is reached when nothing is in flight and
+        what was spent leaves no room.
+        """
+        while self.stop_reason == "done":
+            reason = self._over_cap(req)
+            if reason is None:
+                self.stats.sent += 1
+                return True
+            if not self._inflight_n:
+                self.stop_reason = reason
+                break
+            self._settled.clear()
+            await self._settled.wait()
+        return False
+
+    def _over_cap(self, req: _Request) -> str | None:
         s, caps, prior = self.stats, self.caps, self.prior
-        prompt_in, completion_in = self._inflight[0] + req.tokens, self._inflight[1] + self._avg_completion
-        spent = prior["prompt_tokens"] + prior["completion_tokens"] + s.prompt_tokens + s.completion_tokens
         if caps.requests is not None and prior["exchanges"] + s.sent >= caps.requests:
-            self.stop_reason = "max-requests"
-        elif caps.tokens is not None and spent + prompt_in + completion_in > caps.tokens:
-            self.stop_reason = "max-tokens-total"
-        elif (
-            caps.cost is not None
-            and self.price is not None
-            and (prior["cost"] + s.cost + self.price.cost(prompt_in, completion_in) > caps.cost)
-        ):
-            self.stop_reason = "max-cost"
-        if self.stop_reason != "done":
-            return False
-        s.sent += 1
-        return True
+            return "max-requests"
+        # with nothing in flight, only what was really spent counts: one request may go past the cap
+        idle = not self._inflight_n
+        prompt_in = 0 if idle else self._inflight_prompt + req.tokens
+        completion_in = 0 if idle else self._inflight_completion + self._avg_completion
+        spent = prior["prompt_tokens"] + prior["completion_tokens"] + s.prompt_tokens + s.completion_tokens
+        if caps.tokens is not None and spent + prompt_in + completion_in >= caps.tokens:
+            return "max-tokens-total"
+        cost = prior["cost"] + s.cost + (self.price.cost(prompt_in, completion_in) if self.price else 0.0)
+        if caps.cost is not None and cost >= caps.cost:
+            return "max-cost"
+        return None
 
     async def _send(self, session: aiohttp.ClientSession, req: _Request) -> None:
         s = self.stats
         completion = round(self._avg_completion)
         expected = req.tokens + completion
-        self._inflight[0] += req.tokens
-        self._inflight[1] += completion
+        self._inflight_prompt += req.tokens
+        self._inflight_completion += completion
+        self._inflight_n += 1
         attempt = 0
         try:
             while True:
@@ -500,8 +517,10 @@ class _Run:
                 s.retries += 1
                 await asyncio.sleep(delay)
         finally:
-            self._inflight[0] -= req.tokens
-            self._inflight[1] -= completion
+            self._inflight_prompt -= req.tokens
+            self._inflight_completion -= completion
+            self._inflight_n -= 1
+            self._settled.set()
 
     def _record_ok(self, req: _Request, raw: bytes, data: dict[str, Any], attempts: int, expected: int) -> None:
         s = self.stats
