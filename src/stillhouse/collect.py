@@ -340,7 +340,7 @@ class _Run:
                 ticker.cancel()
             for t in self._tasks:
                 t.cancel()
-        if self.on_progress:
+        if self.on_progress and self.fatal is None:  # a fatal error is reported as its one line
             self.on_progress(self.snapshot())
 
     async def _guard(self, coro: Any) -> None:
@@ -481,6 +481,8 @@ class _Run:
         try:
             while True:
                 await self.limiter.wait(expected)
+                if self.fatal is not None:  # cancellation lands only at the next suspension: not past here
+                    return
                 s.in_flight += 1
                 retry_at = None
                 try:

@@ -2,8 +2,8 @@
 
 - `Pace` spaces requests (or tokens) at a per-minute rate with one second of burst (GCRA), so C
   workers reserve slots without a lock and without a background refill task.
-- The gate is one instant shared by every worker: nothing is sent before it. A storm of 429s (at
-  least half of the recent answers) or a server reporting an exhausted limit
+- The gate is one instant shared by every worker: nothing is sent before it. A storm of 429s (half
+  of the last 16 answers) or a server reporting an exhausted limit
   (`x-ratelimit-remaining-* = 0`) closes it until the server's reset instant, so the whole run waits
   rather than hammering a limited endpoint. A lone 429 amid successes delays only its own request,
   to its Retry-After instant: a random 10 % of 429s must not idle the other 90 %.
@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_WINDOW = 20  # recent answers considered when deciding whether 429s are a storm
-_STORM_MIN = 3  # ...and how many 429s among them at least
+# A storm: half of the last 16 answers were 429s. A random 10 % of 429s trips that about once in
+# 3,000 429s; a real limit (every answer a 429) trips it after 8.
+_WINDOW = 16
+_STORM = 8
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -135,9 +137,8 @@ class Limiter:
         if wait is None:
             wait = exhausted
         instant = None if wait is None else now + wait
-        storm = sum(self._recent)
-        if instant is not None and storm >= _STORM_MIN and 2 * storm >= len(self._recent):
-            self.hold(instant)
+        if sum(self._recent) >= _STORM:  # a storm without a stated instant still pauses the run a second
+            self.hold(now + 1.0 if instant is None else instant)
         return instant
 
 
