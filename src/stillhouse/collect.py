@@ -14,7 +14,6 @@ import asyncio
 import collections
 import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -239,17 +238,13 @@ class _Caps:
 
 
 class _Request:
-    __slots__ = ("body", "key", "meta", "prompt_id", "sample", "tokens")
+    __slots__ = ("attempt", "body", "completion", "key", "meta", "prompt_id", "sample", "tokens")
 
     def __init__(self, key: str, prompt_id: str, sample: int, body: bytes, tokens: int, meta: str | None):
-        self.key, self.prompt_id, self.sample, self.body, self.tokens, self.meta = (
-            key,
-            prompt_id,
-            sample,
-            body,
-            tokens,
-            meta,
-        )
+        self.key, self.prompt_id, self.sample, self.body, self.meta = key, prompt_id, sample, body, meta
+        self.tokens = tokens  # estimated prompt tokens
+        self.completion = 0  # estimated completion tokens, set when admitted
+        self.attempt = 0
 
 
 class _Run:
@@ -329,9 +324,10 @@ class _Run:
             raise self.fatal
 
     async def _run_tasks(self, session: aiohttp.ClientSession) -> None:
-        work: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=2 * self.concurrency)
-        self._tasks = [asyncio.create_task(self._guard(self._feed(work)))]
-        self._tasks += [asyncio.create_task(self._guard(self._work(session, work))) for _ in range(self.concurrency)]
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()  # admitted requests, and retries when due
+        self._room = asyncio.Semaphore(2 * self.concurrency)  # fresh requests waiting in the queue, at most
+        self._tasks = [asyncio.create_task(self._guard(self._feed()))]
+        self._tasks += [asyncio.create_task(self._guard(self._work(session))) for _ in range(self.concurrency)]
         ticker = asyncio.create_task(self._tick()) if self.on_progress else None
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -388,19 +384,21 @@ class _Run:
 
     # -- reader ----------------------------------------------------------------------------------
 
-    async def _feed(self, work: asyncio.Queue[_Request | None]) -> None:
+    async def _feed(self) -> None:
         chunk: list[_Request] = []
         for p in prompt_files.read_prompts(self.prompts):
             if self.stop_reason != "done":
                 break
             chunk.extend(self._requests(p))
             if len(chunk) >= _FEED_CHUNK:
-                await self._enqueue(chunk, work)
+                await self._enqueue(chunk)
                 chunk = []
         if chunk and self.stop_reason == "done":
-            await self._enqueue(chunk, work)
+            await self._enqueue(chunk)
+        while self._inflight_n:  # retries may still be due: the workers stay until all have settled
+            await self._wait_settled()
         for _ in range(self.concurrency):
-            await work.put(None)
+            self._queue.put_nowait(None)
 
     def _requests(self, p: prompt_files.Prompt) -> Iterable[_Request]:
         messages = p.messages
@@ -415,44 +413,54 @@ class _Run:
             key = request_key(self.base_url, self.model, messages, self.sampling, s)
             yield _Request(key, p.id, s, body, chars // 4 + 1, meta)
 
-    async def _enqueue(self, chunk: list[_Request], work: asyncio.Queue[_Request | None]) -> None:
+    async def _enqueue(self, chunk: list[_Request]) -> None:
         while self._writer.committed:
             self._pending.discard(self._writer.committed.popleft())
         answered = self.store.committed([r.key for r in chunk])
         for r in chunk:
             if r.key in answered or r.key in self._pending:
                 self.stats.skipped += 1
-                continue
-            self._pending.add(r.key)
-            await work.put(r)
-
-    # -- workers ---------------------------------------------------------------------------------
-
-    async def _work(self, session: aiohttp.ClientSession, work: asyncio.Queue[_Request | None]) -> None:
-        while (req := await work.get()) is not None:
-            if await self._admit(req):
-                await self._send(session, req)
+            elif await self._admit(r):
+                self._pending.add(r.key)
+                await self._room.acquire()
+                self._queue.put_nowait(r)
             else:
-                self._pending.discard(req.key)
+                return
+
+    # -- budget ----------------------------------------------------------------------------------
 
     async def _admit(self, req: _Request) -> bool:
-        """Start a request only while the caps have room for it on top of what is in flight.
+        """Admit a request only while the caps have room for it on top of those admitted before.
 
         Estimates can be pessimistic (no answer seen yet), so a request that does not fit waits for
-        in-flight ones to settle and looks again; the cap is reached when nothing is in flight and
-        what was spent leaves no room.
+        admitted ones to settle and looks again; the cap is reached when nothing is in flight and
+        what was spent leaves no room. Only the reader admits, so no worker ever waits here.
         """
         while self.stop_reason == "done":
             reason = self._over_cap(req)
             if reason is None:
                 self.stats.sent += 1
+                req.completion = round(self._avg_completion)
+                self._inflight_n += 1
+                self._inflight_prompt += req.tokens
+                self._inflight_completion += req.completion
                 return True
             if not self._inflight_n:
                 self.stop_reason = reason
                 break
-            self._settled.clear()
-            await self._settled.wait()
+            await self._wait_settled()
         return False
+
+    async def _wait_settled(self) -> None:
+        self._settled.clear()
+        await self._settled.wait()
+
+    def _settle(self, req: _Request) -> None:
+        """The request has its final answer (or failure): it no longer counts as in flight."""
+        self._inflight_n -= 1
+        self._inflight_prompt -= req.tokens
+        self._inflight_completion -= req.completion
+        self._settled.set()
 
     def _over_cap(self, req: _Request) -> str | None:
         s, caps, prior = self.stats, self.caps, self.prior
@@ -470,61 +478,55 @@ class _Run:
             return "max-cost"
         return None
 
-    async def _send(self, session: aiohttp.ClientSession, req: _Request) -> None:
-        s = self.stats
-        completion = round(self._avg_completion)
-        expected = req.tokens + completion
-        self._inflight_prompt += req.tokens
-        self._inflight_completion += completion
-        self._inflight_n += 1
-        attempt = 0
-        try:
-            while True:
-                await self.limiter.wait(expected)
-                if self.fatal is not None:  # cancellation lands only at the next suspension: not past here
-                    return
-                s.in_flight += 1
-                retry_at = None
-                try:
-                    async with session.post(self.url, data=req.body, headers=_JSON_HEADERS) as r:
-                        raw = await r.read()
-                        status, headers = r.status, r.headers
-                except (aiohttp.ClientError, TimeoutError) as e:
-                    status, error = 0, _describe(e)
-                else:
-                    retry_at = self.limiter.observe(status, headers, expected)
-                    if status == 200:
-                        data = _answer(raw)
-                        if data is not None:
-                            self._record_ok(req, raw, data, attempt + 1, expected)
-                            return
-                        error = f"malformed answer: {raw[:200].decode(errors='replace')!r}"
-                    else:
-                        error = f"HTTP {status}: {_message(raw)}"
-                finally:
-                    s.in_flight -= 1
-                if status in (401, 403, 404):
-                    self.limiter.reconcile(expected, 0)
-                    self._abort(StillhouseError(self._fatal_line(status, raw)))
-                    return
-                retryable = status in (0, 200, 408, 409, 429) or status >= 500
-                if not retryable or attempt >= self.max_retries:
-                    self.limiter.reconcile(expected, 0)
-                    self._record_failed(req, self._redact(error), attempt + 1)
-                    return
-                delay = backoff(attempt, self.backoff_s)
-                if retry_at is not None:
-                    delay = max(0.0, retry_at - time.monotonic())
-                attempt += 1
-                s.retries += 1
-                await asyncio.sleep(delay)
-        finally:
-            self._inflight_prompt -= req.tokens
-            self._inflight_completion -= completion
-            self._inflight_n -= 1
-            self._settled.set()
+    # -- workers ---------------------------------------------------------------------------------
 
-    def _record_ok(self, req: _Request, raw: bytes, data: dict[str, Any], attempts: int, expected: int) -> None:
+    async def _work(self, session: aiohttp.ClientSession) -> None:
+        while (req := await self._queue.get()) is not None:
+            if req.attempt == 0:
+                self._room.release()
+            await self._attempt(session, req)
+
+    async def _attempt(self, session: aiohttp.ClientSession, req: _Request) -> None:
+        """Send once. A retry is scheduled back into the queue when due, so its worker moves on."""
+        s = self.stats
+        expected = req.tokens + req.completion
+        await self.limiter.wait(expected)
+        if self.fatal is not None:  # cancellation lands only at the next suspension: not past here
+            return
+        s.in_flight += 1
+        retry_at = None
+        try:
+            async with session.post(self.url, data=req.body, headers=_JSON_HEADERS) as r:
+                raw = await r.read()
+                status, headers = r.status, r.headers
+        except (aiohttp.ClientError, TimeoutError) as e:
+            status, error = 0, _describe(e)
+        else:
+            retry_at = self.limiter.observe(status, headers, expected)
+            if status == 200:
+                data = _answer(raw)
+                if data is not None:
+                    self._record_ok(req, raw, data, expected)
+                    return
+                error = f"malformed answer: {raw[:200].decode(errors='replace')!r}"
+            else:
+                error = f"HTTP {status}: {_message(raw)}"
+        finally:
+            s.in_flight -= 1
+        if status in (401, 403, 404):
+            self._abort(StillhouseError(self._fatal_line(status, raw)))
+            return
+        self.limiter.reconcile(expected, 0)
+        retryable = status in (0, 200, 408, 409, 429) or status >= 500
+        if not retryable or req.attempt >= self.max_retries:
+            self._record_failed(req, self._redact(error))
+            return
+        delay = backoff(req.attempt, self.backoff_s) if retry_at is None else retry_at - time.monotonic()
+        req.attempt += 1
+        s.retries += 1
+        asyncio.get_running_loop().call_later(max(0.0, delay), self._queue.put_nowait, req)
+
+    def _record_ok(self, req: _Request, raw: bytes, data: dict[str, Any], expected: int) -> None:
         s = self.stats
         usage = data.get("usage") or {}
         pt = usage.get("prompt_tokens")
@@ -543,13 +545,15 @@ class _Run:
         s.cost += cost
         self._avg_completion += (ct - self._avg_completion) / min(s.ok, 100)
         row = (req.key, req.prompt_id, req.sample, req.body.decode(), raw.decode(), "ok", None)
-        self._writer.put((*row, pt, ct, cost, attempts, fingerprint, self.run_id, now(), req.meta))
+        self._writer.put((*row, pt, ct, cost, req.attempt + 1, fingerprint, self.run_id, now(), req.meta))
+        self._settle(req)
 
-    def _record_failed(self, req: _Request, error: str, attempts: int) -> None:
+    def _record_failed(self, req: _Request, error: str) -> None:
         s = self.stats
         s.failed += 1
         row = (req.key, req.prompt_id, req.sample, req.body.decode(), None, "error", error)
-        self._writer.put((*row, 0, 0, 0.0, attempts, None, self.run_id, now(), req.meta))
+        self._writer.put((*row, 0, 0, 0.0, req.attempt + 1, None, self.run_id, now(), req.meta))
+        self._settle(req)
         if s.ok == 0 and s.failed >= _GIVE_UP_AFTER:
             self._abort(StillhouseError(f"{s.failed} requests failed and none succeeded; last: {error}"))
 
@@ -565,40 +569,37 @@ class _Run:
 
 
 class _Writer(threading.Thread):
-    """Commits rows to the store in small batches, off the event loop, so a slow disk never stalls it."""
+    """Commits rows to the store every few ms, off the event loop, so a slow disk never stalls it.
+
+    Rows go into a deque (an append neither locks nor wakes a thread); the writer drains it on a
+    timer, so a busy run pays for one transaction per tick, not per answer.
+    """
 
     def __init__(self, run_dir: Path, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None]):
         super().__init__(name="stillhouse-store-writer", daemon=True)
-        self.rows: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.rows: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.put = self.rows.append
         self.committed: collections.deque[str] = collections.deque()  # keys, for the reader's bookkeeping
         self.error: BaseException | None = None
+        self._closing = threading.Event()
         self._run_dir, self._loop, self._on_error = run_dir, loop, on_error
-
-    def put(self, row: tuple[Any, ...]) -> None:
-        self.rows.put(row)
 
     def close(self) -> None:
         """Commit what is queued, then stop."""
-        self.rows.put(None)
+        self._closing.set()
         self.join()
 
     def run(self) -> None:
         try:
             with RunStore(self._run_dir) as store:  # sqlite connections belong to the thread that opens them
-                done = False
-                while not done:
-                    batch = [self.rows.get()]
-                    time.sleep(_WRITE_EVERY_S)
-                    while True:
-                        try:
-                            batch.append(self.rows.get_nowait())
-                        except queue.Empty:
-                            break
-                    done = batch[-1] is None
-                    rows = [r for r in batch if r is not None]
+                while True:
+                    closing = self._closing.wait(_WRITE_EVERY_S)
+                    rows = [self.rows.popleft() for _ in range(len(self.rows))]
                     if rows:
                         store.put_rows(rows)
                         self.committed.extend(r[0] for r in rows)
+                    if closing and not self.rows:
+                        return
         except Exception as e:  # reported on the event loop, which stops the run and raises it
             self.error = e
             self._loop.call_soon_threadsafe(self._on_error, e)
