@@ -3,21 +3,27 @@
 It runs an aiohttp server in its own thread, records every request (arrival time, idempotency key,
 status sent) and answers what a test's `script` says: a status with headers, a delay, garbage, a
 truncated body or a dropped connection. Answers echo the prompt ("<prompt> => ok") so a test can
-check each stored answer belongs to its own prompt.
+check each stored answer belongs to its own prompt. Below it: the helpers the collect tests share
+(a prompts file, `run` for the Python API with test defaults, `cli` for the real console script).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from stillhouse import CollectResult, collect
 from stillhouse.store import request_key
 
 
@@ -173,3 +179,38 @@ class Upstream:
 def _prompt(body: dict[str, Any]) -> str:
     content = body["messages"][-1]["content"]
     return content if isinstance(content, str) else str(content)
+
+
+# -- helpers the collect tests share --------------------------------------------------------------
+
+MODEL = "teacher-1"
+
+
+def write_prompts(path: Path, n: int, start: int = 0) -> Path:
+    with path.open("w") as f:
+        for i in range(start, start + n):
+            if i % 2:
+                f.write(json.dumps({"id": f"p{i}", "prompt": f"what is {i} + 1?", "skill": "add", "answer": i + 1}))
+            else:
+                msgs = [{"role": "user", "content": f"reverse the word w{i}"}]
+                f.write(json.dumps({"id": f"p{i}", "messages": msgs, "skill": "reverse"}))
+            f.write("\n")
+    return path
+
+
+def run(prompts: Path, up: Upstream, out: Path, **kw: Any) -> CollectResult:
+    kw = {"purpose": "distillation", "api_key_env": None, "concurrency": 8, "backoff_s": 0.02, **kw}
+    return collect(prompts, base_url=up.base_url, model=MODEL, out=out, **kw)
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real console entry point in a subprocess (so error lines and exit codes are what users see)."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    base = {"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    return subprocess.run(
+        [sys.executable, "-m", "stillhouse.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**base, **(env or {})},
+    )

@@ -4,52 +4,17 @@ new keys for new parameters, budget caps, provenance, bad input and round trips 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from fake_upstream import Upstream
+from fake_upstream import MODEL, Call, Reply, Upstream, cli, run, write_prompts
 from typer.testing import CliRunner
 
 from stillhouse import RunStore, StillhouseError, collect
 from stillhouse.cli import app
 from stillhouse.ledger import Ledger
-
-MODEL = "teacher-1"
-
-
-def write_prompts(path: Path, n: int, start: int = 0) -> Path:
-    with path.open("w") as f:
-        for i in range(start, start + n):
-            if i % 2:
-                f.write(json.dumps({"id": f"p{i}", "prompt": f"what is {i} + 1?", "skill": "add", "answer": i + 1}))
-            else:
-                msgs = [{"role": "user", "content": f"reverse the word w{i}"}]
-                f.write(json.dumps({"id": f"p{i}", "messages": msgs, "skill": "reverse"}))
-            f.write("\n")
-    return path
-
-
-def run(prompts: Path, up: Upstream, out: Path, **kw: Any):
-    kw = {"purpose": "distillation", "api_key_env": None, "concurrency": 8, "backoff_s": 0.02, **kw}
-    return collect(prompts, base_url=up.base_url, model=MODEL, out=out, **kw)
-
-
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The real console entry point in a subprocess (so error lines and exit codes are what users see)."""
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    base = {"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    return subprocess.run(
-        [sys.executable, "-m", "stillhouse.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**base, **(env or {})},
-    )
 
 
 def test_collect_answers_each_prompt_once_and_resumes_with_nothing_to_send(tmp_path: Path) -> None:
@@ -222,9 +187,7 @@ def test_api_key_is_sent_but_never_written(tmp_path: Path) -> None:
     secret = "sk-test-SECRET-0123456789"
     prompts = write_prompts(tmp_path / "p.jsonl", 20)
 
-    def script(call):
-        from fake_upstream import Reply
-
+    def script(call: Call) -> Reply | None:
         assert call.headers["Authorization"] == f"Bearer {secret}"
         if call.prompt.endswith("w4"):  # an error body that echoes the key, as some servers do
             return Reply(400, json={"error": {"message": f"bad request for key {secret}"}})

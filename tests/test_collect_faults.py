@@ -15,8 +15,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from fake_upstream import Call, Reply, Upstream
-from test_collect import MODEL, cli, run, write_prompts
+from fake_upstream import MODEL, Call, Reply, Upstream, cli, run, write_prompts
 
 from stillhouse import RunStore, StillhouseError, collect
 from stillhouse.ledger import Ledger
@@ -140,6 +139,15 @@ def test_401_stops_the_whole_run_at_once_with_one_line(tmp_path: Path) -> None:
     with Ledger(tmp_path / "r" / "ledger.sqlite") as led:
         (summary,) = led.runs()
     assert summary["stop_reason"].startswith("error: HTTP 401") and summary["ok"] == 0
+
+
+def test_a_run_whose_every_request_is_rejected_gives_up_early(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", 200)
+    msg = {"error": {"message": "logprobs are not supported by this model"}}
+    with Upstream(lambda c: Reply(400, json=msg)) as up:
+        with pytest.raises(StillhouseError, match="20 requests failed and none succeeded; last: HTTP 400: logprobs"):
+            run(prompts, up, tmp_path / "r", top_logprobs=5, concurrency=4)
+        assert 20 <= len(up.calls) <= 24  # not 200
 
 
 def test_unknown_model_404_stops_with_a_clear_error(tmp_path: Path) -> None:

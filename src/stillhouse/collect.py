@@ -1,28 +1,32 @@
 """Collection: send every prompt to an OpenAI-compatible teacher once, keep every answer.
 
-Shape of a run: a streaming reader feeds a bounded queue; C worker tasks each hold one request at a
-time (so in-flight work and memory stay bounded by C, whatever the number of prompts); a writer
-thread commits answers to the run's SQLite store in small batches as they arrive. Every request has
-an idempotency key, and the reader skips keys the store already answered, so re-running a killed
-command sends exactly what was not committed. The engine reports progress through a callback and
-knows nothing of terminals (see stillhouse.progress for that).
+Shape of a run: a streaming reader admits requests (budget caps) into a queue holding at most 2C
+fresh ones; C worker tasks send one request at a time, and a request to retry goes back into the
+queue when it is due instead of holding its worker, so a 429 never holds back the others. Memory is
+bounded by C and the retry backlog, whatever the number of prompts. A writer thread commits answers
+to the run's SQLite store every few ms. Every request has an idempotency key and the reader skips
+keys the store already answered, so re-running a killed command sends exactly what was not
+committed. The engine reports progress through a callback and knows nothing of terminals (see
+stillhouse.progress for that).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from yarl import URL
 
 from stillhouse import prompts as prompt_files
 from stillhouse import terms as terms_mod
@@ -34,9 +38,10 @@ from stillhouse.store import RunStore, request_key
 from stillhouse.terms import Purpose
 
 _FEED_CHUNK = 256  # prompts read (and checked against the store) per batch
-_WRITE_EVERY_S = 0.005  # the writer gathers rows this long before each commit
+_WRITE_EVERY_S = 0.005  # the writer commits what arrived every 5 ms
 _GIVE_UP_AFTER = 20  # failures with no answer at all yet: the endpoint rejects everything
-_JSON_HEADERS = {"Content-Type": "application/json"}
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -45,7 +50,7 @@ class Progress:
 
     planned: int = 0  # requests the prompts ask for (prompts x samples)
     skipped: int = 0  # already answered in the store (or repeated in the file): not sent
-    sent: int = 0  # requests started (a retried request counts once)
+    sent: int = 0  # requests admitted under the caps (a retried request counts once)
     ok: int = 0
     failed: int = 0
     retries: int = 0
@@ -79,11 +84,6 @@ class CollectResult(Progress):
     run_dir: Path = field(default_factory=Path)
     stop_reason: str = "done"
     system_fingerprints: list[str] = field(default_factory=list)
-
-
-def collect(prompts: str | Path, **kwargs: Any) -> CollectResult:
-    """Collect answers for a prompts file; see `acollect` for the arguments."""
-    return asyncio.run(acollect(prompts, **kwargs))
 
 
 async def acollect(
@@ -230,6 +230,18 @@ async def acollect(
     return run.result()
 
 
+def _blocking(run: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """`run` for callers without an event loop, with its signature (for help() and type checkers)."""
+
+    def collect(*args: P.args, **kwargs: P.kwargs) -> R:
+        return asyncio.run(run(*args, **kwargs))
+
+    return functools.update_wrapper(collect, run, assigned=("__module__", "__doc__"))
+
+
+collect = _blocking(acollect)
+
+
 @dataclass
 class _Caps:
     requests: int | None
@@ -277,6 +289,7 @@ class _Run:
         self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
         self.on_progress, self.progress_every_s = on_progress, progress_every_s
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self._url = URL(self.url)
         self.run_id = new_run_id("collect")
         self.store = RunStore(run_dir)
         self.prior = self.store.counts()  # what earlier invocations spent: the caps count it too
@@ -297,11 +310,17 @@ class _Run:
     # -- the run -------------------------------------------------------------------------------
 
     async def execute(self, on_start: Callable[[], object]) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(30.0, self.timeout_s))
         try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+            # per request, aiohttp would parse the URL, merge headers and run a cookie jar: done once here
+            session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=headers, cookie_jar=aiohttp.DummyCookieJar()
+            )
+            async with session:
                 await self._preflight(session)
                 on_start()
                 self.started = True
@@ -496,7 +515,7 @@ class _Run:
         s.in_flight += 1
         retry_at = None
         try:
-            async with session.post(self.url, data=req.body, headers=_JSON_HEADERS) as r:
+            async with session.post(self._url, data=req.body) as r:
                 raw = await r.read()
                 status, headers = r.status, r.headers
         except (aiohttp.ClientError, TimeoutError) as e:
