@@ -111,6 +111,7 @@ class Exchange:
             self.fingerprint,
             self.run_id,
             self.at,
+            canonical_json(self.meta) if self.meta else None,
         )
 
 
@@ -180,6 +181,7 @@ class RunStore:
                 fingerprint=r[11],
                 run_id=r[12],
                 at=r[13],
+                meta=json.loads(r[14]) if r[14] else {},
             )
 
     def counts(self) -> dict[str, Any]:
