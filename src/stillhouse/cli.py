@@ -156,6 +156,59 @@ def curate_cmd(
     out.print(f"dataset {r.out} (sha256 {r.content_hash}); ledger {r.ledger}, run {r.run_id}")
 
 
+@app.command("synth")
+def synth_cmd(
+    seeds: Annotated[Path, typer.Argument(help="Seed tasks: a .txt (one per line) or .jsonl (prompt field).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PROMPTS.jsonl to write.")],
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
+    model: Annotated[str, typer.Option(help="Model name at that endpoint.")],
+    target: Annotated[int, typer.Option(help="New tasks wanted.")] = 100,
+    max_requests: Annotated[int | None, typer.Option(help="Request budget (default: --target).")] = None,
+    per_request: Annotated[int, typer.Option(help="New tasks asked for per request.")] = 8,
+    max_rouge: Annotated[float, typer.Option(help="Keep a task only when ROUGE-L to every kept one is below.")] = 0.7,
+    temperature: Annotated[float, typer.Option()] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seeds which tasks each request shows.")] = 0,
+    run_dir: Annotated[Path | None, typer.Option(help="Run store (default: <output>.synth/ beside it).")] = None,
+    ledger: Annotated[Path | None, typer.Option(help="Ledger file (default: the run directory's).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
+    terms: Annotated[str | None, typer.Option(help="Terms that govern the teacher's outputs.")] = None,
+    purpose: Annotated[str, typer.Option(help="evaluation, augmentation or distillation.")] = "distillation",
+    permission: Annotated[str | None, typer.Option(help="A permission you hold that the terms require.")] = None,
+) -> None:
+    """Synthesise new prompts from a few seed tasks (Self-Instruct), kept only when new."""
+    from stillhouse.synth import SynthConfig, synth
+    from stillhouse.terms import Purpose
+
+    if purpose not in Purpose.__members__:
+        raise StillhouseError(f"unknown purpose '{purpose}'; use one of {', '.join(Purpose.__members__)}")
+    config = SynthConfig(
+        target=target,
+        max_requests=max_requests,
+        per_request=per_request,
+        max_rouge=max_rouge,
+        temperature=temperature,
+        concurrency=concurrency,
+        seed=seed,
+    )
+    r = synth(
+        seeds,
+        output,
+        base_url=base_url,
+        model=model,
+        config=config,
+        run_dir=run_dir,
+        ledger=ledger,
+        api_key_env=api_key_env,
+        terms=terms,
+        purpose=Purpose(purpose),
+        permission=permission,
+    )
+    rejected = ", ".join(f"{k}: {v}" for k, v in sorted(r.rejected.items())) or "none"
+    out.print(f"kept {len(r.kept)} new prompts -> {r.out} ({r.requests} requests, {r.sent} sent now)")
+    out.print(f"rejected: {rejected}; run store {r.run_dir}, run {r.run_id}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr, never a traceback."""
     try:
