@@ -99,7 +99,8 @@ class HashIndex:
         return self.keys.nbytes + self.values.nbytes
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
-        return (keys >> np.uint64(64 - self._bits)).astype(np.int64)
+        # Fibonacci hashing: the top bits of key * 2^64/phi spread even keys that differ only in low bits.
+        return ((keys * _MUL) >> np.uint64(64 - self._bits)).astype(np.int64)
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """The value stored for each key, or -1 where there is none."""

@@ -42,7 +42,7 @@ def to_table(batch: Sequence[Example]) -> pa.Table:
                 "id": e.id,
                 "prompt_id": e.prompt_id,
                 "source": e.source,
-                "meta": json.dumps(e.meta, ensure_ascii=False, default=str),
+                "meta": json.dumps(e.meta, ensure_ascii=False, default=str) if e.meta else "{}",
             }
             for e in batch
         ],
