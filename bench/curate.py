@@ -121,10 +121,23 @@ def run_datasketch(path: Path, hashfunc: str) -> tuple[np.ndarray, dict]:
     return np.array(partners), {}
 
 
+def run_curate(run: Path, out: Path) -> tuple[np.ndarray, dict]:
+    from stillhouse.curate import curate
+
+    result = curate([run], out)
+    dropped = {k: sum(v.values()) for k, v in result.dropped.items() if sum(v.values())}
+    return np.empty(0), {"rows": sum(result.rows.values()), "dropped": dropped}
+
+
 def worker(method: str, corpus: Path, out: Path) -> None:
     base = peak_rss_mb()
     start = time.perf_counter()
-    partners, extra = run_ours(corpus) if method == "stillhouse" else run_datasketch(corpus, method.split("-")[1])
+    if method == "pipeline":
+        partners, extra = run_curate(corpus, out.with_suffix(""))
+    elif method == "stillhouse":
+        partners, extra = run_ours(corpus)
+    else:
+        partners, extra = run_datasketch(corpus, method.split("-")[1])
     seconds = time.perf_counter() - start
     np.save(out, partners)
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_at_start_mb": base, **extra}))
@@ -173,20 +186,19 @@ def dedup_bench(n: int, tmp: Path) -> None:
             f"stillhouse / {peer}: {ours['docs_s'] / p['docs_s']:.1f}x docs/s, "
             f"F1 {ours['f1']:.4f} vs {p['f1']:.4f}, peak RSS {ours['peak_rss_mb'] / p['peak_rss_mb']:.2f}x"
         )
-    half = tmp / f"corpus-{n // 2}.txt"
-    make_corpus(n // 2, half)
-    small = run_method("stillhouse", half, tmp)
-    grew = ours["peak_rss_mb"] - small["peak_rss_mb"]
-    index_grew = ours["index_mb"] - small["index_mb"]
+    quarter = tmp / f"corpus-{n // 4}.txt"
+    make_corpus(n // 4, quarter)
+    small = run_method("stillhouse", quarter, tmp)
+    rest = [r["peak_rss_mb"] - r["index_mb"] for r in (small, ours)]
     print(
-        f"memory: stillhouse peak RSS {small['peak_rss_mb']:.0f} MB at {n // 2:,} docs, "
-        f"{ours['peak_rss_mb']:.0f} MB at {n:,}: +{grew:.0f} MB, of which LSH index +{index_grew:.0f} MB"
+        f"memory: stillhouse peak RSS {small['peak_rss_mb']:.0f} MB at {n // 4:,} docs (LSH index "
+        f"{small['index_mb']:.0f} MB), {ours['peak_rss_mb']:.0f} MB at {n:,} (index {ours['index_mb']:.0f} MB); "
+        f"RSS less index {rest[0]:.0f} -> {rest[1]:.0f} MB"
     )
 
 
 def pipeline_bench(n: int, tmp: Path) -> None:
     """Build a run store of n exchanges (answers from the generated corpus) and time `curate` on it."""
-    from stillhouse.curate import curate
     from stillhouse.ledger import now
     from stillhouse.store import Exchange, RunStore
 
@@ -213,13 +225,11 @@ def pipeline_bench(n: int, tmp: Path) -> None:
         store.put_many(chunk)
     size = (run / "store.sqlite").stat().st_size / 2**30
     print(f"pipeline: run store of {n:,} exchanges ({size:.2f} GiB) built in {time.perf_counter() - t:.0f}s")
-    t = time.perf_counter()
-    result = curate([run], tmp / f"ds-{n}")
-    seconds = time.perf_counter() - t
-    dropped = ", ".join(f"{k} {sum(v.values()):,}" for k, v in result.dropped.items() if sum(v.values()))
+    r = run_method("pipeline", run, tmp)
+    dropped = ", ".join(f"{k} {v:,}" for k, v in r["dropped"].items())
     print(
-        f"pipeline: curate {n:,} exchanges -> {sum(result.rows.values()):,} rows in {seconds:.0f}s = "
-        f"{n / seconds:,.0f} exchanges/s, peak RSS {peak_rss_mb():,.0f} MB ({dropped})"
+        f"pipeline: curate {n:,} exchanges -> {r['rows']:,} rows in {r['seconds']:.0f}s = "
+        f"{n / r['seconds']:,.0f} exchanges/s, peak RSS {r['peak_rss_mb']:,.0f} MB ({dropped})"
     )
 
 

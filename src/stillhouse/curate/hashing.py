@@ -77,9 +77,9 @@ def ngram_hashes(
 class HashIndex:
     """uint64 key -> uint32 value, open addressing in two numpy arrays, filled in batches.
 
-    About 24 bytes per entry at worst, where a dict of Python ints takes ~100: at tens of millions
-    of documents times a dozen LSH bands, that difference is what fits in memory. Key 0 marks an
-    empty slot, so callers pass non-zero keys.
+    12 bytes per slot at a load of 0.25-0.5, so 24-48 bytes per entry, where a dict of Python ints
+    takes ~100: at tens of millions of documents times a dozen LSH bands, that difference is what
+    fits in memory. Key 0 marks an empty slot, so callers pass non-zero keys.
     """
 
     def __init__(self, capacity: int = 1 << 16):
@@ -132,7 +132,10 @@ class HashIndex:
     def _grow(self, needed: int) -> None:
         live = self.keys != 0
         keys, values = self.keys[live], self.values[live]
-        self._allocate(4 * needed)
+        capacity = len(self.keys)
+        while 2 * needed > capacity:
+            capacity *= 2
+        self._allocate(capacity)
         self.put_new(keys, values)
 
 
