@@ -235,7 +235,7 @@ def pipeline_bench(n: int, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=200_000)
+    ap.add_argument("--docs", type=int, default=200_000, help="0 skips the near-dedup benchmark")
     ap.add_argument("--exchanges", type=int, default=1_000_000, help="0 skips the pipeline benchmark")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
@@ -245,7 +245,8 @@ def main() -> None:
         worker(args.worker, args.corpus, args.out)
         return
     with tempfile.TemporaryDirectory(prefix="bench-curate-") as tmp:
-        dedup_bench(args.docs, Path(tmp))
+        if args.docs:
+            dedup_bench(args.docs, Path(tmp))
         if args.exchanges:
             pipeline_bench(args.exchanges, Path(tmp))
 

@@ -130,13 +130,14 @@ class HashIndex:
         self.size += len(keys)
 
     def _grow(self, needed: int) -> None:
-        live = self.keys != 0
-        keys, values = self.keys[live], self.values[live]
-        capacity = len(self.keys)
+        old_keys, old_values, capacity = self.keys, self.values, len(self.keys)
         while 2 * needed > capacity:
             capacity *= 2
         self._allocate(capacity)
-        self.put_new(keys, values)
+        for start in range(0, len(old_keys), 1 << 20):  # in chunks, so rehashing needs little beyond both tables
+            keys = old_keys[start : start + (1 << 20)]
+            live = keys != 0
+            self.put_new(keys[live], old_values[start : start + (1 << 20)][live])
 
 
 def first_seen(index: HashIndex, keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
