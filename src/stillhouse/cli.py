@@ -177,6 +177,129 @@ def export_cmd(
     out.print(f"{n:,} exchanges -> {output}")
 
 
+# --- curate and synth: thin wrappers over stillhouse.curate.curate and stillhouse.synth.synth ---
+
+
+@app.command("curate")
+def curate_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Run directories, or .jsonl/.parquet exports.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Dataset directory to create.")],
+    eval_sets: Annotated[
+        list[str], typer.Option("--eval", help="Evaluation set to decontaminate against: NAME=PATH or PATH.")
+    ] = [],  # noqa: B006 (typer reads the default, never mutates it)
+    no_filter: Annotated[
+        list[str], typer.Option(help="Switch a filter off: failed, empty, truncated, refusal, length, repetition.")
+    ] = [],  # noqa: B006
+    refusal_pattern: Annotated[list[str], typer.Option(help="Regex added to the refusal list.")] = [],  # noqa: B006
+    min_tokens: Annotated[int, typer.Option(help="Shortest answer kept, in tokens.")] = 0,
+    max_tokens: Annotated[int | None, typer.Option(help="Longest answer kept, in tokens.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer directory for lengths (else chars/4).")] = None,
+    max_repetition: Annotated[float, typer.Option(help="Highest share of repeated word n-grams.")] = 0.5,
+    repetition_ngram: Annotated[int, typer.Option(help="n for the repetition filter.")] = 3,
+    exact_dedup: Annotated[bool, typer.Option(help="Drop exact duplicates (normalised prompt+answer).")] = True,
+    near_dedup: Annotated[bool, typer.Option(help="Drop near duplicates (MinHash LSH).")] = True,
+    threshold: Annotated[float, typer.Option(help="Near-dedup Jaccard threshold.")] = 0.8,
+    ngram: Annotated[int, typer.Option(help="Near-dedup word n-gram size.")] = 5,
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
+    dedup_on: Annotated[str, typer.Option(help="Near-dedup on: prompt, answer or both.")] = "both",
+    keep: Annotated[str, typer.Option(help="Of duplicates keep: first or best.")] = "first",
+    score: Annotated[str, typer.Option(help="For --keep best: logprob, or a numeric prompt field.")] = "logprob",
+    decontam_ngram: Annotated[int, typer.Option(help="Decontamination n-gram size.")] = 13,
+    validation: Annotated[float, typer.Option(help="Share of prompts held out for validation.")] = 0.0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+    shard_rows: Annotated[int, typer.Option(help="Rows per shard.")] = 100_000,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+    ledger: Annotated[Path | None, typer.Option(help="Ledger file (default: the first run's).")] = None,
+) -> None:
+    """Filter, decontaminate and deduplicate run stores into a documented chat dataset."""
+    from stillhouse.curate import CurateConfig, curate
+    from stillhouse.curate.decontam import parse_eval_arg
+
+    config = CurateConfig(
+        skip=tuple(no_filter),
+        refusal_patterns=tuple(refusal_pattern),
+        min_tokens=min_tokens,
+        max_tokens=max_tokens,
+        tokenizer=str(tokenizer) if tokenizer else None,
+        repetition_ngram=repetition_ngram,
+        max_repetition=max_repetition,
+        exact_dedup=exact_dedup,
+        near_dedup=near_dedup,
+        near_threshold=threshold,
+        near_ngram=ngram,
+        num_perm=num_perm,
+        dedup_on=dedup_on,  # type: ignore[arg-type]  # validated by CurateConfig
+        keep=keep,  # type: ignore[arg-type]
+        score=score,
+        decontam_ngram=decontam_ngram,
+        validation=validation,
+        format=fmt,  # type: ignore[arg-type]
+        shard_rows=shard_rows,
+    )
+    evals = [parse_eval_arg(e) for e in eval_sets]
+    r = curate(inputs, output, evals=evals, config=config, overwrite=overwrite, ledger=ledger)
+    table = Table("step", "removed", "detail")
+    for step, reasons in r.dropped.items():
+        detail = ", ".join(f"{k}: {v}" for k, v in reasons.items()) if step == "decontamination" else ""
+        table.add_row(step, str(sum(reasons.values())), detail)
+    table.add_row("kept", f"{sum(r.rows.values())} of {r.read}", ", ".join(f"{k}: {v}" for k, v in r.rows.items()))
+    out.print(table)
+    out.print(f"dataset {r.out} (sha256 {r.content_hash}); ledger {r.ledger}, run {r.run_id}")
+
+
+@app.command("synth")
+def synth_cmd(
+    seeds: Annotated[Path, typer.Argument(help="Seed tasks: a .txt (one per line) or .jsonl (prompt field).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PROMPTS.jsonl to write.")],
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
+    model: Annotated[str, typer.Option(help="Model name at that endpoint.")],
+    target: Annotated[int, typer.Option(help="New tasks wanted.")] = 100,
+    max_requests: Annotated[int | None, typer.Option(help="Request budget (default: --target).")] = None,
+    per_request: Annotated[int, typer.Option(help="New tasks asked for per request.")] = 8,
+    max_rouge: Annotated[float, typer.Option(help="Keep a task only when ROUGE-L to every kept one is below.")] = 0.7,
+    temperature: Annotated[float, typer.Option()] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seeds which tasks each request shows.")] = 0,
+    run_dir: Annotated[Path | None, typer.Option(help="Run store (default: <output>.synth/ beside it).")] = None,
+    ledger: Annotated[Path | None, typer.Option(help="Ledger file (default: the run directory's).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
+    terms: Annotated[str | None, typer.Option(help="Terms that govern the teacher's outputs.")] = None,
+    purpose: Annotated[str, typer.Option(help="evaluation, augmentation or distillation.")] = "distillation",
+    permission: Annotated[str | None, typer.Option(help="A permission you hold that the terms require.")] = None,
+) -> None:
+    """Synthesise new prompts from a few seed tasks (Self-Instruct), kept only when new."""
+    from stillhouse.synth import SynthConfig, synth
+    from stillhouse.terms import Purpose
+
+    if purpose not in Purpose.__members__:
+        raise StillhouseError(f"unknown purpose '{purpose}'; use one of {', '.join(Purpose.__members__)}")
+    config = SynthConfig(
+        target=target,
+        max_requests=max_requests,
+        per_request=per_request,
+        max_rouge=max_rouge,
+        temperature=temperature,
+        concurrency=concurrency,
+        seed=seed,
+    )
+    r = synth(
+        seeds,
+        output,
+        base_url=base_url,
+        model=model,
+        config=config,
+        run_dir=run_dir,
+        ledger=ledger,
+        api_key_env=api_key_env,
+        terms=terms,
+        purpose=Purpose(purpose),
+        permission=permission,
+    )
+    rejected = ", ".join(f"{k}: {v}" for k, v in sorted(r.rejected.items())) or "none"
+    out.print(f"kept {len(r.kept)} new prompts -> {r.out} ({r.requests} requests, {r.sent} sent now)")
+    out.print(f"rejected: {rejected}; run store {r.run_dir}, run {r.run_id}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr, never a traceback."""
     try:

@@ -1,0 +1,217 @@
+"""Inputs to curation, streamed: run stores, and JSONL or Parquet exports of chats.
+
+A run store yields one example per returned choice (and one per failed request, so the `failed`
+filter can count it). An export file must use one schema throughout: `messages` (the last one the
+assistant's answer), `prompt` plus an answer field, or stored exchanges (`request` and `response`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stillhouse.curate.example import Example
+from stillhouse.errors import StillhouseError
+from stillhouse.ledger import Ledger, ledger_path
+from stillhouse.store import STORE_FILE, RunStore
+
+ANSWER_FIELDS = ("response", "completion", "answer", "output")
+# Fields the schemas themselves use; everything else in a record is kept as the example's meta.
+_KNOWN = frozenset({"messages", "prompt", "system", "request", "status", "error", "finish_reason", "run_id", "id"})
+_KNOWN |= {"key", "prompt_id", "source", "meta", *ANSWER_FIELDS}
+EXPORT_SUFFIXES = (".jsonl", ".parquet")
+
+
+def mean_logprob(choice: dict[str, Any]) -> float | None:
+    tokens = ((choice.get("logprobs") or {}).get("content")) or []
+    values = [t["logprob"] for t in tokens if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)]
+    return sum(values) / len(values) if values else None
+
+
+def from_exchange(
+    request: dict[str, Any],
+    response: dict[str, Any] | None,
+    *,
+    key: str,
+    source: str,
+    prompt_id: str | None,
+    status: str,
+    meta: dict[str, Any],
+) -> Iterator[Example]:
+    """An exchange's examples: one per choice, or a single answerless one when the request failed."""
+    messages = list(request.get("messages") or [])
+    if not isinstance(messages, list):
+        raise ValueError("request.messages is not a list")
+    choices = (response or {}).get("choices") or []
+    if status != "ok" or not choices:
+        yield Example(messages, "", f"{key}:0", source, prompt_id, status, meta=meta)
+        return
+    for i, c in enumerate(choices):
+        text = (c.get("message") or {}).get("content") or c.get("text") or ""
+        yield Example(
+            messages, text, f"{key}:{i}", source, prompt_id, status, c.get("finish_reason"), mean_logprob(c), meta
+        )
+
+
+@dataclass
+class Source:
+    """One input: a run directory, or an export file."""
+
+    path: Path
+    kind: str  # "run", "jsonl" or "parquet"
+
+    def examples(self) -> Iterator[Example]:
+        try:
+            if self.kind == "run":
+                yield from self._run()
+            elif self.kind == "jsonl":
+                yield from self._jsonl()
+            else:
+                yield from self._parquet()
+        except (sqlite3.DatabaseError, pa.ArrowException, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StillhouseError(f"cannot read {self.path}: {e}") from e
+
+    def _run(self) -> Iterator[Example]:
+        with RunStore(self.path, create=False) as store:
+            for x in store.exchanges(status=None):
+                yield from from_exchange(
+                    x.request,
+                    x.response,
+                    key=x.key,
+                    source=x.run_id,
+                    prompt_id=x.prompt_id,
+                    status=x.status,
+                    meta=x.meta,
+                )
+
+    def _jsonl(self) -> Iterator[Example]:
+        schema = None
+        with self.path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{self.path}:{line_no}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise StillhouseError(f"{where} is not valid JSON: {e.msg}") from e
+                schema = _same_schema(record, schema, where)
+                yield from _record_examples(record, schema, f"{self.path.name}:{line_no}", self.path.name, where)
+
+    def _parquet(self) -> Iterator[Example]:
+        file = pq.ParquetFile(self.path)
+        schema = _schema_of(set(file.schema_arrow.names), str(self.path))
+        row = 0
+        for batch in file.iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                row += 1
+                where = f"{self.path} row {row}"
+                yield from _record_examples(record, schema, f"{self.path.name}:{row}", self.path.name, where)
+
+    def describe(self) -> dict[str, Any]:
+        """What the ledger records about this input, so the dataset links back to it."""
+        if self.kind != "run":
+            return {"path": str(self.path), "kind": self.kind, "sha256": file_sha256(self.path)}
+        info: dict[str, Any] = {"path": str(self.path), "kind": "run"}
+        with RunStore(self.path, create=False) as store:
+            info["counts"] = store.counts()
+        led = ledger_path(self.path)
+        if led.exists():
+            with Ledger(led) as ledger:
+                entries = ledger.entries()
+            info["ledger"] = str(led)
+            info["ledger_head"] = entries[-1].hash if entries else None
+        return info
+
+
+def _schema_of(fields: set[str], where: str) -> str:
+    if "messages" in fields:
+        return "messages"
+    if "request" in fields and "response" in fields:
+        return "exchange"
+    if "prompt" in fields and fields & set(ANSWER_FIELDS):
+        return "prompt"
+    raise StillhouseError(
+        f"{where}: unrecognised record with fields {sorted(fields)}; expected 'messages', "
+        f"'prompt' with one of {', '.join(ANSWER_FIELDS)}, or 'request' with 'response'"
+    )
+
+
+def _same_schema(record: Any, schema: str | None, where: str) -> str:
+    if not isinstance(record, dict):
+        raise StillhouseError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+    found = _schema_of(set(record), where)
+    if schema is not None and found != schema:
+        raise StillhouseError(
+            f"{where}: mixed schemas: this record is a '{found}' record but earlier ones are '{schema}' "
+            "records; split the file or convert it to one schema"
+        )
+    return found
+
+
+def _record_examples(record: dict[str, Any], schema: str, ident: str, file: str, where: str) -> Iterator[Example]:
+    key = str(record.get("id") or record.get("key") or ident)
+    source = str(record.get("run_id") or record.get("source") or file)
+    prompt_id = record.get("prompt_id")
+    status = str(record.get("status") or "ok")
+    meta = {k: v for k, v in record.items() if k not in _KNOWN}
+    if record.get("meta"):  # a dataset we wrote: meta is its own column, as JSON
+        meta |= json.loads(record["meta"]) if isinstance(record["meta"], str) else dict(record["meta"])
+    try:
+        if schema == "exchange":
+            request, response = (
+                json.loads(v) if isinstance(v, str) else v for v in (record["request"], record["response"])
+            )
+            yield from from_exchange(
+                request or {}, response, key=key, source=source, prompt_id=prompt_id, status=status, meta=meta
+            )
+            return
+        if schema == "messages":
+            messages = list(record["messages"])
+            answer = messages.pop()["content"] if messages and messages[-1].get("role") == "assistant" else ""
+        else:
+            system = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+            messages = [*system, {"role": "user", "content": record["prompt"]}]
+            answer = next(record[f] for f in ANSWER_FIELDS if f in record) or ""
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+        raise StillhouseError(f"{where}: malformed '{schema}' record ({type(e).__name__}: {e})") from e
+    if not isinstance(answer, str):
+        raise StillhouseError(f"{where}: the answer is a {type(answer).__name__}, not text")
+    yield Example(messages, answer, key, source, prompt_id, status, record.get("finish_reason"), meta=meta)
+
+
+def open_sources(paths: list[Path]) -> list[Source]:
+    """Resolve inputs up front, so a bad path fails before anything is written."""
+    sources: list[Source] = []
+    for path in paths:
+        if not path.exists():
+            raise StillhouseError(f"input {path} does not exist")
+        if path.is_dir():
+            if (path / STORE_FILE).exists():
+                sources.append(Source(path, "run"))
+                continue
+            files = sorted(p for p in path.rglob("*") if p.suffix in EXPORT_SUFFIXES)
+            if not files:
+                raise StillhouseError(f"{path} holds neither a run store ({STORE_FILE}) nor .jsonl/.parquet files")
+            sources.extend(Source(p, p.suffix[1:]) for p in files)
+        elif path.suffix in EXPORT_SUFFIXES:
+            sources.append(Source(path, path.suffix[1:]))
+        else:
+            raise StillhouseError(f"{path}: not a run directory, .jsonl or .parquet file")
+    return sources
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
