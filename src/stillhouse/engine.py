@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from stillhouse.errors import StillhouseError
@@ -120,6 +121,49 @@ def _generator(params: SamplingParams, index: int) -> torch.Generator | None:
         return None
     seed = (params.seed + index) % 2**64 if params.seed is not None else random.getrandbits(63)
     return torch.Generator().manual_seed(seed)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A cache layer that writes new keys/values into spare room (doubling it when full).
+
+    The stock `DynamicLayer` concatenates the whole cache on every step: ~17 % of a 32-row decode step on CPU.
+    """
+
+    _k: torch.Tensor | None = None
+    _v: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        if self._k is None or end > self._k.shape[-2]:
+            self._k, self._v = (
+                _with_room(self.keys, key_states, 2 * end),
+                _with_room(self.values, value_states, 2 * end),
+            )
+        self._k[..., start:end, :] = key_states
+        self._v[..., start:end, :] = value_states
+        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+        return self.keys, self.values
+
+
+def _with_room(old: torch.Tensor, new: torch.Tensor, capacity: int) -> torch.Tensor:
+    buffer = new.new_empty((*new.shape[:-2], capacity, new.shape[-1]))
+    if old.numel():
+        buffer[..., : old.shape[-2], :] = old
+    return buffer
+
+
+def _kv_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+    """A DynamicCache of growing layers, filled with these (keys, values) per layer."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _GrowingLayer
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
 
 
 def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
@@ -257,7 +301,7 @@ class Engine:
         for i, r in enumerate(reqs):
             ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
             mask[i, width - len(r.prompt_ids) :] = 1
-        cache = DynamicCache()
+        cache = _kv_cache()
         logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
         fan = torch.arange(len(reqs)).repeat_interleave(torch.tensor([r.n for r in reqs]))
         rows = [_Row(req, i, _generator(req.params, i), pos=len(req.prompt_ids)) for req in reqs for i in range(req.n)]
@@ -265,7 +309,7 @@ class Engine:
         if not keep:
             return
         kept = fan[keep]
-        cache = DynamicCache([(k[kept], v[kept]) for k, v, _ in cache])
+        cache = _kv_cache([(k[kept], v[kept]) for k, v, _ in cache])
         self._join(cache, mask[kept], [rows[i] for i in keep])
 
     def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
@@ -275,7 +319,7 @@ class Engine:
             return
         old, new = self._mask.shape[1], mask.shape[1]
         width = max(old, new)
-        self._cache = DynamicCache(
+        self._cache = _kv_cache(
             [
                 (
                     torch.cat([_left_pad(k1, width - old, 2), _left_pad(k2, width - new, 2)]),
@@ -307,7 +351,7 @@ class Engine:
         idx = torch.tensor(keep)
         mask = self._mask[idx]
         cut = int(mask.any(0).int().argmax())
-        self._cache = DynamicCache([(k[idx, :, cut:], v[idx, :, cut:]) for k, v, _ in self._cache])
+        self._cache = _kv_cache([(k[idx, :, cut:], v[idx, :, cut:]) for k, v, _ in self._cache])
         self._mask = mask[:, cut:]
         self._rows = [self._rows[i] for i in keep]
 

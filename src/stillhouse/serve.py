@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import hashlib
 import hmac
 import json
@@ -17,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stillhouse.engine import MAX_TOP_LOGPROBS, Delta, Engine, Request, SamplingParams, TokenLogprob
+from stillhouse.engine import MAX_TOP_LOGPROBS, Delta, Engine, SamplingParams, TokenLogprob
 from stillhouse.errors import StillhouseError
 
 log = logging.getLogger(__name__)
@@ -281,7 +283,7 @@ class _API:
             "system_fingerprint": self.fingerprint,
         }
         usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": 0, "total_tokens": 0}
-        async with aclosing(_generate(self.engine, prompts, params, n)) as deltas:
+        async with aclosing(_generate(self.engine, prompts, params, n, stream=bool(body.stream))) as deltas:
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 return await self._stream(request, head, deltas, usage, n * len(prompts), chat, include_usage)
@@ -424,25 +426,43 @@ async def _parse(request: web.Request, schema: type[_B]) -> _B:
 
 
 async def _generate(
-    engine: Engine, prompts: list[list[int]], params: SamplingParams, n: int
+    engine: Engine, prompts: list[list[int]], params: SamplingParams, n: int, *, stream: bool
 ) -> AsyncIterator[tuple[int, Delta]]:
-    """(choice index, delta) pairs as the engine produces them; the requests are cancelled if we stop early."""
+    """(choice index, delta) pairs as the engine produces them; the requests are cancelled if we stop early.
+
+    Waking the event loop takes the GIL from the engine thread, so it is woken at most once per batch of deltas,
+    and for a non-streamed answer only when a choice finishes.
+    """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
-    requests: list[Request] = []
-    for p, prompt in enumerate(prompts):
+    ready = asyncio.Event()
+    inbox: deque[tuple[int, Delta]] = deque()
+    wake_pending = False
 
-        def deliver(d: Delta, base: int = p * n) -> None:
+    def wake() -> None:
+        nonlocal wake_pending
+        wake_pending = False
+        ready.set()
+
+    def deliver(d: Delta, base: int) -> None:  # engine thread
+        nonlocal wake_pending
+        inbox.append((base + d.index, d))
+        if (stream or d.finish_reason) and not wake_pending:
+            wake_pending = True
             with suppress(RuntimeError):  # the loop is closed: nobody is listening any more
-                loop.call_soon_threadsafe(queue.put_nowait, (base + d.index, d))
+                loop.call_soon_threadsafe(wake)
 
-        requests.append(engine.submit(prompt, params, n, deliver))
+    requests = [
+        engine.submit(prompt, params, n, functools.partial(deliver, base=p * n)) for p, prompt in enumerate(prompts)
+    ]
     remaining = n * len(prompts)
     try:
         while remaining:
-            i, d = await queue.get()
-            remaining -= d.finish_reason is not None
-            yield i, d
+            await ready.wait()
+            ready.clear()
+            while inbox:
+                i, d = inbox.popleft()
+                remaining -= d.finish_reason is not None
+                yield i, d
     finally:
         for req in requests:
             engine.cancel(req)
