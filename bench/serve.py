@@ -69,6 +69,7 @@ def baseline(model_dir: Path, chats: list, max_tokens: int) -> tuple[float, list
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     texts, tokens = [], 0
+    model.generate(torch.tensor([[tok.bos_token_id or 0]]), max_new_tokens=2, do_sample=False)  # warm-up
     start = time.perf_counter()
     with torch.inference_mode():
         for chat in chats:
@@ -152,27 +153,24 @@ def main() -> None:
         print(f"model: {label}, {n_params / 1e6:.1f}M parameters; {args.requests} requests x {args.max_tokens} tokens,")
         print(f"greedy; torch threads {args.threads}; load average before: {os.getloadavg()[0]:.2f}")
 
-        runs = [baseline(model_dir, chats, args.max_tokens) for _ in range(args.repeats)]
-        base_s = statistics.median(r[0] for r in runs)
-        _, base_texts, base_tokens = runs[0]
-        base_tps = base_tokens / base_s
-        rows = [("generate, one request at a time", base_tps, args.requests / base_s, 1.0, args.requests)]
+        runs: dict[str, list[tuple[float, list, int]]] = {"generate, one request at a time": []}
         with cli_server(model_dir, args.threads) as (base_url, name, proc):
-            for concurrency in (1, 8, 32):
-                results = [
-                    asyncio.run(clients(base_url, name, chats, concurrency, args.max_tokens))
-                    for _ in range(args.repeats)
-                ]
-                seconds = statistics.median(r[0] for r in results)
-                _, texts, tokens = results[0]
-                same = sum(a == b for a, b in zip(texts, base_texts, strict=True))
-                tps = tokens / seconds
-                rows.append(
-                    (f"stillhouse serve, {concurrency} clients", tps, args.requests / seconds, tps / base_tps, same)
-                )
+            for _ in range(args.repeats):  # interleaved, so load from other jobs falls on every column alike
+                runs["generate, one request at a time"].append(baseline(model_dir, chats, args.max_tokens))
+                for c in (1, 8, 32):
+                    result = asyncio.run(clients(base_url, name, chats, c, args.max_tokens))
+                    runs.setdefault(f"stillhouse serve, {c} clients", []).append(result)
             server_rss = peak_rss_mib(proc.pid)
         print(f"peak RSS: server process {server_rss:.0f} MiB; baseline + clients process {rss_mib():.0f} MiB")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+        base_texts = runs["generate, one request at a time"][0][1]
+        rows, base_tps = [], None
+        for run, results in runs.items():
+            seconds = statistics.median(r[0] for r in results)
+            tps = results[0][2] / seconds
+            base_tps = base_tps or tps
+            same = sum(a == b for a, b in zip(results[0][1], base_texts, strict=True))
+            rows.append((run, tps, args.requests / seconds, tps / base_tps, same))
         print()
         print(f"| {'run':<34} | {'tokens/s':>9} | {'requests/s':>10} | {'vs baseline':>11} | {'same output':>11} |")
         print(f"|{'-' * 36}|{'-' * 11}|{'-' * 12}|{'-' * 13}|{'-' * 13}|")

@@ -226,27 +226,28 @@ def test_bearer_key_is_required(server):
     assert status == 404 and body["error"]["type"] == "invalid_request_error"
 
 
-def test_32_concurrent_clients_share_forward_passes(server):
+def test_32_concurrent_clients_share_forward_passes(server, client):
+    def ask(i: int) -> dict:
+        content = f"Sort {i}, {i + 3}, {i % 5}."
+        return dict(
+            model=server.model,
+            messages=[{"role": "user", "content": content}],
+            max_tokens=16,
+            seed=i,
+            extra_body={"ignore_eos": True},
+        )
+
     async def run() -> list:
-        client = openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
-        async with client:
-            return await asyncio.gather(
-                *(
-                    client.chat.completions.create(
-                        model=server.model,
-                        messages=[{"role": "user", "content": f"Sort {i}, {i + 3}, {i % 5}."}],
-                        max_tokens=16,
-                        extra_body={"ignore_eos": True},
-                    )
-                    for i in range(32)
-                )
-            )
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as aclient:
+            return await asyncio.gather(*(aclient.chat.completions.create(**ask(i)) for i in range(32)))
 
     steps = server.engine.steps
     results = asyncio.run(run())
     assert all(r.usage.completion_tokens == 16 for r in results)
     assert server.engine.steps - steps < 32 * 16 / 4  # many rows per forward pass, not one request at a time
     assert server.engine.peak_batch >= 8
+    alone = client.chat.completions.create(**ask(5))  # a seeded row samples the same with or without neighbours
+    assert alone.choices[0].message.content == results[5].choices[0].message.content
 
 
 def test_batched_greedy_equals_unbatched_generate(server, reference):

@@ -136,10 +136,8 @@ def fingerprint(model_dir: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(model_dir.iterdir()):
         if path.suffix in {".json", ".safetensors", ".bin"} and path.is_file():
-            h.update(path.name.encode())
             with path.open("rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(block)
+                h.update(path.name.encode() + hashlib.file_digest(f, "sha256").digest())
     return "fp_" + h.hexdigest()[:12]
 
 
