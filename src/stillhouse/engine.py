@@ -1,0 +1,466 @@
+"""Continuous batching for a causal LM: one worker thread owns the model; sequences join and leave between steps.
+
+The running rows share one left-padded KV cache (a transformers `DynamicCache`). Requests that arrive while a
+batch is running are prefilled together on one forward pass, their cache rows are padded on the left to the
+running length and appended, and from then on they advance with everyone else, one token per row per forward
+pass. Finished or cancelled rows are dropped and columns that became padding in every row are trimmed away.
+Position ids count real tokens only, so a row's outputs do not depend on its neighbours: greedy decoding gives
+what `model.generate(do_sample=False)` gives for the prompt alone.
+
+Logprobs are the model's own distribution, `log_softmax` of the raw logits, taken before temperature, top_p,
+penalties and logit_bias are applied (as OpenAI reports them).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from stillhouse.errors import StillhouseError
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_LOGPROBS = 20
+_UNICODE_TO_BYTE = {c: b for b, c in bytes_to_unicode().items()}  # byte-level BPE's printable alias of each byte
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request decodes (OpenAI semantics: temperature 0 is greedy, top_p 1 keeps every token)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # None: off; k: the chosen token's logprob and the k most likely alternatives
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    ignore_eos: bool = False  # keep going past end-of-turn until max_tokens (benchmarks)
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token with its logprob, its most likely alternatives, and where it starts in the text.
+
+    A token that is only part of a UTF-8 character reads "bytes:\\xe2\\x80" (OpenAI's spelling); `raw` has its bytes.
+    """
+
+    token: str
+    raw: bytes
+    logprob: float
+    top: list[tuple[str, bytes, float]]
+    offset: int
+
+
+@dataclass
+class Delta:
+    """New output for one choice of a request; the last one has a finish_reason ("stop", "length" or "error")."""
+
+    index: int
+    text: str
+    logprobs: list[TokenLogprob]
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+class Request:
+    """A prompt to complete `n` times; `on_delta` is called from the worker thread and must return quickly."""
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, n: int, on_delta: Callable[[Delta], None]):
+        self.prompt_ids, self.params, self.n, self.on_delta = prompt_ids, params, n, on_delta
+        self.cancelled = False
+
+
+@dataclass(eq=False)
+class _Row:
+    """One sequence being generated: a choice of a request, one row of the batch."""
+
+    req: Request
+    index: int
+    generator: torch.Generator | None
+    pos: int  # position id of the next token fed to the model
+    ids: list[int] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)  # token -> times generated, for penalties
+    text: str = ""
+    sent: int = 0  # characters of text already delivered
+    pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet delivered
+
+
+def load_model(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a Hugging Face causal LM directory for CPU inference, or say clearly why it is not one."""
+    if not model_dir.is_dir():
+        raise StillhouseError(f"{model_dir} is not a directory; pass a Hugging Face model directory")
+    if not (model_dir / "config.json").exists():
+        raise StillhouseError(f"{model_dir} is not a model directory (no config.json); pass a Hugging Face model dir")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    except Exception as e:  # transformers raises many types for a broken directory
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StillhouseError(f"cannot load a causal language model from {model_dir}: {first_line}") from e
+    return model.eval(), tokenizer
+
+
+def _generator(params: SamplingParams, index: int) -> torch.Generator | None:
+    """Per-row RNG: a seeded request repeats itself whatever else is in the batch; choice i uses seed + i."""
+    if params.temperature == 0:
+        return None
+    seed = (params.seed + index) % 2**64 if params.seed is not None else random.getrandbits(63)
+    return torch.Generator().manual_seed(seed)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A cache layer that writes new keys/values into spare room (doubling it when full).
+
+    The stock `DynamicLayer` concatenates the whole cache on every step: ~17 % of a 32-row decode step on CPU.
+    """
+
+    _k: torch.Tensor | None = None
+    _v: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        if self._k is None or end > self._k.shape[-2]:
+            self._k, self._v = (
+                _with_room(self.keys, key_states, 2 * end),
+                _with_room(self.values, value_states, 2 * end),
+            )
+        self._k[..., start:end, :] = key_states
+        self._v[..., start:end, :] = value_states
+        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+        return self.keys, self.values
+
+
+def _with_room(old: torch.Tensor, new: torch.Tensor, capacity: int) -> torch.Tensor:
+    buffer = new.new_empty((*new.shape[:-2], capacity, new.shape[-1]))
+    if old.numel():
+        buffer[..., : old.shape[-2], :] = old
+    return buffer
+
+
+def _kv_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+    """A DynamicCache of growing layers, filled with these (keys, values) per layer."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _GrowingLayer
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
+
+
+def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return t
+    pad = [0, 0] * (t.dim() - 1 - dim % t.dim()) + [n, 0]
+    return F.pad(t, pad)
+
+
+class Engine:
+    """Owns a model and a worker thread; `submit` queues a request, `cancel` frees its rows at the next step."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_batch: int = 64):
+        self.model, self.tokenizer, self.max_batch = model.eval(), tokenizer, max_batch
+        self.context_length: int = model.config.max_position_embeddings
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.steps = 0  # forward passes run, for tests and benchmarks
+        self.peak_batch = 0
+        self._pieces: dict[int, tuple[str, bytes]] = {}
+        self._byte_level = isinstance(getattr(tokenizer, "backend_tokenizer", None), Tokenizer) and isinstance(
+            tokenizer.backend_tokenizer.decoder, decoders.ByteLevel
+        )
+        self._cond = threading.Condition()
+        self._waiting: deque[Request] = deque()
+        self._rows: list[_Row] = []
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [rows, cached + 1]: 1 for real tokens, 0 for left padding
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="stillhouse-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_dir(cls, model_dir: Path, *, max_batch: int = 64) -> Engine:
+        return cls(*load_model(model_dir), max_batch=max_batch)
+
+    @property
+    def active(self) -> int:
+        """Sequences in the running batch."""
+        return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the next admission."""
+        return len(self._waiting)
+
+    def submit(
+        self, prompt_ids: list[int], params: SamplingParams, n: int, on_delta: Callable[[Delta], None]
+    ) -> Request:
+        if not prompt_ids or len(prompt_ids) + params.max_tokens > self.context_length:
+            raise ValueError("prompt must be non-empty and prompt + max_tokens must fit the context")
+        if not 1 <= n <= self.max_batch:
+            raise ValueError(f"n must be between 1 and {self.max_batch}")
+        req = Request(prompt_ids, params, n, on_delta)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("engine is closed")
+            self._waiting.append(req)
+            self._cond.notify()
+        return req
+
+    def cancel(self, req: Request) -> None:
+        """Stop generating for a request (its client went away): its rows leave the batch at the next step."""
+        req.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the worker; unfinished requests get a final delta with finish_reason "error"."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    # --- worker thread ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._closed and not self._waiting and not self._rows:
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    admitted = self._admit()
+                try:
+                    self._select([i for i, r in enumerate(self._rows) if not r.req.cancelled])
+                    if admitted:
+                        self._prefill(admitted)
+                    if self._rows:
+                        self._decode()
+                except Exception:
+                    log.exception("generation step failed; failing the requests in the batch")
+                    running = {id(r.req) for r in self._rows}
+                    self._fail(self._rows, [req for req in admitted if id(req) not in running])
+        self._fail(self._rows, list(self._waiting))
+        self._waiting.clear()
+
+    def _admit(self) -> list[Request]:
+        """Take waiting requests, oldest first, while their rows fit in the batch."""
+        admitted, rows = [], len(self._rows)
+        while self._waiting:
+            req = self._waiting[0]
+            if not req.cancelled and rows + req.n > self.max_batch:
+                break
+            self._waiting.popleft()
+            if not req.cancelled:
+                admitted.append(req)
+                rows += req.n
+        return admitted
+
+    def _fail(self, rows: list[_Row], requests: list[Request]) -> None:
+        for r in rows:
+            r.req.on_delta(Delta(r.index, "", [], len(r.ids), "error"))
+        for req in requests:
+            for i in range(req.n):
+                req.on_delta(Delta(i, "", [], 0, "error"))
+        self._rows, self._cache, self._mask = [], None, None
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+    ) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1)
+        self.steps += 1
+        self.peak_batch = max(self.peak_batch, ids.shape[0])
+        return out.logits[:, -1].float()
+
+    def _prefill(self, reqs: list[Request]) -> None:
+        """One forward pass over the new prompts (left-padded); each prompt's cache is shared by its n choices."""
+        width = max(len(r.prompt_ids) for r in reqs)
+        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), width), dtype=torch.long)
+        for i, r in enumerate(reqs):
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids) :] = 1
+        cache = _kv_cache()
+        logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
+        fan = torch.arange(len(reqs)).repeat_interleave(torch.tensor([r.n for r in reqs]))
+        rows = [_Row(req, i, _generator(req.params, i), pos=len(req.prompt_ids)) for req in reqs for i in range(req.n)]
+        keep = self._advance(rows, logits[fan])
+        if not keep:
+            return
+        kept = fan[keep]
+        cache = _kv_cache([(k[kept], v[kept]) for k, v, _ in cache])
+        self._join(cache, mask[kept], [rows[i] for i in keep])
+
+    def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
+        """Append prefilled rows to the running batch, left-padding whichever side is shorter."""
+        if not self._rows:
+            self._cache, self._mask, self._rows = cache, mask, rows
+            return
+        old, new = self._mask.shape[1], mask.shape[1]
+        width = max(old, new)
+        self._cache = _kv_cache(
+            [
+                (
+                    torch.cat([_left_pad(k1, width - old, 2), _left_pad(k2, width - new, 2)]),
+                    torch.cat([_left_pad(v1, width - old, 2), _left_pad(v2, width - new, 2)]),
+                )
+                for (k1, v1, _), (k2, v2, _) in zip(self._cache, cache, strict=True)
+            ]
+        )
+        self._mask = torch.cat([_left_pad(self._mask, width - old, 1), _left_pad(mask, width - new, 1)])
+        self._rows = self._rows + rows
+
+    def _decode(self) -> None:
+        """One token for every running row."""
+        ids = torch.tensor([[r.ids[-1]] for r in self._rows])
+        positions = torch.tensor([[r.pos] for r in self._rows])
+        self._mask = F.pad(self._mask, (0, 1), value=1)
+        logits = self._forward(ids, self._mask, positions, self._cache)
+        for r in self._rows:
+            r.pos += 1
+        self._select(self._advance(self._rows, logits))
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only these rows, and drop leading cache columns that are padding in all of them."""
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._rows, self._cache, self._mask = [], None, None
+            return
+        idx = torch.tensor(keep)
+        mask = self._mask[idx]
+        cut = int(mask.any(0).int().argmax())
+        self._cache = _kv_cache([(k[idx, :, cut:], v[idx, :, cut:]) for k, v, _ in self._cache])
+        self._mask = mask[:, cut:]
+        self._rows = [self._rows[i] for i in keep]
+
+    # --- sampling and detokenisation -------------------------------------------------------------
+
+    def _advance(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        """Sample one token per row, deliver what became final; return the indices of rows still running."""
+        tokens = self._sample(rows, logits)
+        top = self._top_logprobs(rows, logits, tokens)
+        keep = []
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            if not self._append(row, token, top[i] if top else None):
+                keep.append(i)
+        return keep
+
+    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        adjusted = logits
+        for i, r in enumerate(rows):
+            p = r.req.params
+            if p.logit_bias or (r.counts and (p.presence_penalty or p.frequency_penalty)):
+                if adjusted is logits:
+                    adjusted = logits.clone()
+                if p.logit_bias:
+                    ids, bias = zip(*p.logit_bias, strict=True)
+                    adjusted[i, list(ids)] += torch.tensor(bias)
+                if r.counts:
+                    ids, counts = list(r.counts), torch.tensor(list(r.counts.values()), dtype=torch.float32)
+                    adjusted[i, ids] -= p.frequency_penalty * counts + p.presence_penalty
+        tokens = adjusted.argmax(-1)
+        sampled = [i for i, r in enumerate(rows) if r.generator is not None]
+        if sampled:
+            temperature = torch.tensor([rows[i].req.params.temperature for i in sampled])
+            top_p = torch.tensor([rows[i].req.params.top_p for i in sampled])
+            probs = torch.softmax(adjusted[sampled] / temperature[:, None], -1)
+            if (top_p < 1).any():
+                sorted_probs, order = probs.sort(-1, descending=True)
+                # keep the smallest set of most likely tokens whose mass reaches top_p (never empty)
+                sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p[:, None]] = 0
+                probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+            for j, i in enumerate(sampled):
+                tokens[i] = torch.multinomial(probs[j], 1, generator=rows[i].generator)[0]
+        return tokens.tolist()
+
+    def _top_logprobs(
+        self, rows: list[_Row], logits: torch.Tensor, tokens: list[int]
+    ) -> list[tuple[float, list[tuple[int, float]]] | None]:
+        wanted = [r.req.params.logprobs for r in rows]
+        if all(k is None for k in wanted):
+            return []
+        logprobs = torch.log_softmax(logits, -1)
+        chosen = logprobs.gather(-1, torch.tensor(tokens)[:, None])[:, 0].tolist()
+        k = max(k or 0 for k in wanted)
+        values, ids = (t.tolist() for t in logprobs.topk(k, -1))
+        return [
+            None if w is None else (chosen[i], list(zip(ids[i][:w], values[i][:w], strict=True)))
+            for i, w in enumerate(wanted)
+        ]
+
+    def _piece(self, token: int) -> tuple[str, bytes]:
+        """A token's text and exact bytes (a byte-level BPE token can be part of a UTF-8 character)."""
+        if token not in self._pieces:
+            text = self.tokenizer.decode([token])
+            raw = text.encode()
+            if self._byte_level and token not in self.tokenizer.all_special_ids:
+                raw = bytes(_UNICODE_TO_BYTE[c] for c in self.tokenizer.convert_ids_to_tokens(token))
+                try:
+                    text = raw.decode()
+                except UnicodeDecodeError:
+                    text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+            self._pieces[token] = text, raw
+        return self._pieces[token]
+
+    def _append(self, row: _Row, token: int, logprob: tuple[float, list[tuple[int, float]]] | None) -> bool:
+        """Add a token to a row, deliver the text that can no longer turn into a stop string; True when done."""
+        p = row.req.params
+        row.ids.append(token)
+        row.counts[token] = row.counts.get(token, 0) + 1
+        eos = token in self.eos_ids and not p.ignore_eos
+        if not eos:
+            if logprob is not None:
+                chosen, top = logprob
+                alternatives = [(*self._piece(t), v) for t, v in top]
+                row.pending.append(TokenLogprob(*self._piece(token), chosen, alternatives, len(row.text)))
+            row.text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        finish, end = None, len(row.text)
+        hits = [i for i in (row.text.find(s, max(0, row.sent - len(s))) for s in p.stop) if i >= 0]
+        if hits:
+            finish, end = "stop", min(hits)
+        elif eos:
+            finish = "stop"
+        elif len(row.ids) >= p.max_tokens:
+            finish = "length"
+        else:
+            end = _safe_end(row.text, p.stop)
+        end = max(end, row.sent)
+        tokens = [t for t in row.pending if t.offset < end or (finish and not hits)]
+        row.pending = row.pending[len(tokens) :]
+        if end > row.sent or tokens or finish:
+            row.req.on_delta(Delta(row.index, row.text[row.sent : end], tokens, len(row.ids), finish))
+        row.sent = end
+        return finish is not None
+
+
+def _safe_end(text: str, stops: tuple[str, ...]) -> int:
+    """How much of `text` is final: hold back an incomplete UTF-8 character and any start of a stop string."""
+    end = len(text)
+    while end and text[end - 1] == "\ufffd":
+        end -= 1
+    held = 0
+    for s in stops:
+        held = max([held] + [k for k in range(1, min(len(s), end + 1)) if text.endswith(s[:k], 0, end)])
+    return end - held
