@@ -128,6 +128,12 @@ def test_exports_in_jsonl_and_parquet(tmp_path):
     pairs.write_text(
         "".join(json.dumps({"prompt": f"p{i}", "response": f"r{i}", "skill": "k"}) + "\n" for i in range(3))
     )
+    stored = tmp_path / "exchanges.jsonl"  # stored exchanges, as an export of a run store would hold them
+    records = [(e.request, e.response, e.status) for e in planted().exchanges[:3]]
+    records.append((records[0][0], None, "error"))
+    stored.write_text("".join(json.dumps({"request": q, "response": r, "status": s}) + "\n" for q, r, s in records))
+    only = curate([stored], tmp_path / "ds0")
+    assert only.rows == {"train": 3} and _dropped(only)["failed"] == 1
     curate([jsonl, pairs], tmp_path / "ds1", config=CurateConfig(format="parquet"))
     curate([tmp_path / "ds1" / "data"], tmp_path / "ds2", config=CurateConfig(format="jsonl"))
     lines = (tmp_path / "ds2" / "data" / "train-00000-of-00001.jsonl").read_text().splitlines()

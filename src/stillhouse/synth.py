@@ -59,10 +59,15 @@ def rouge_tokens(text: str) -> list[str]:
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """Longest common subsequence length, bit-parallel (Hyyrö 2004): one big-int step per token of b."""
+    return _lcs_with(_masks(a), len(a), b)
+
+
+def _masks(a: Sequence[str]) -> dict[str, int]:
+    """For each token of a, the bit set of its positions."""
     masks: dict[str, int] = {}
     for i, token in enumerate(a):
         masks[token] = masks.get(token, 0) | (1 << i)
-    return _lcs_with(masks, len(a), b)
+    return masks
 
 
 def _lcs_with(masks: dict[str, int], m: int, b: Sequence[str]) -> int:
@@ -103,9 +108,7 @@ class KeptTasks:
         m, t = len(tokens), self.max_rouge
         if m == 0:
             return True
-        masks: dict[str, int] = {}
-        for i, token in enumerate(tokens):
-            masks[token] = masks.get(token, 0) | (1 << i)
+        masks = _masks(tokens)
         lo, hi = int(m * t / (2 - t)), int(m * (2 - t) / t) + 1
         for n in range(max(1, lo), hi + 1):
             for other in self._by_length.get(n, ()):

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from stillhouse.curate.example import Example
 from stillhouse.errors import StillhouseError
 from stillhouse.ledger import Ledger, ledger_path
-from stillhouse.store import STORE_FILE, RunStore
+from stillhouse.store import STORE_FILE, Exchange, RunStore
 
 ANSWER_FIELDS = ("response", "completion", "answer", "output")
 # Fields the schemas themselves use; everything else in a record is kept as the example's meta.
@@ -36,28 +36,25 @@ def mean_logprob(choice: dict[str, Any]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def from_exchange(
-    request: dict[str, Any],
-    response: dict[str, Any] | None,
-    *,
-    key: str,
-    source: str,
-    prompt_id: str | None,
-    status: str,
-    meta: dict[str, Any],
-) -> Iterator[Example]:
+def from_exchange(x: Exchange) -> Iterator[Example]:
     """An exchange's examples: one per choice, or a single answerless one when the request failed."""
-    messages = list(request.get("messages") or [])
+    messages = x.messages
     if not isinstance(messages, list):
-        raise ValueError("request.messages is not a list")
-    choices = (response or {}).get("choices") or []
-    if status != "ok" or not choices:
-        yield Example(messages, "", f"{key}:0", source, prompt_id, status, meta=meta)
+        raise ValueError(f"exchange {x.key}: request.messages is not a list")
+    if x.status != "ok" or not x.choices:
+        yield Example(messages, "", f"{x.key}:0", x.run_id, x.prompt_id, x.status, meta=x.meta)
         return
-    for i, c in enumerate(choices):
-        text = (c.get("message") or {}).get("content") or c.get("text") or ""
+    for i, (choice, text) in enumerate(zip(x.choices, x.texts(), strict=True)):
         yield Example(
-            messages, text, f"{key}:{i}", source, prompt_id, status, c.get("finish_reason"), mean_logprob(c), meta
+            messages,
+            text,
+            f"{x.key}:{i}",
+            x.run_id,
+            x.prompt_id,
+            x.status,
+            choice.get("finish_reason"),
+            mean_logprob(choice),
+            x.meta,
         )
 
 
@@ -76,21 +73,13 @@ class Source:
                 yield from self._jsonl()
             else:
                 yield from self._parquet()
-        except (sqlite3.DatabaseError, pa.ArrowException, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (sqlite3.DatabaseError, pa.ArrowException, OSError, ValueError) as e:  # ValueError: bad JSON
             raise StillhouseError(f"cannot read {self.path}: {e}") from e
 
     def _run(self) -> Iterator[Example]:
         with RunStore(self.path, create=False) as store:
             for x in store.exchanges(status=None):
-                yield from from_exchange(
-                    x.request,
-                    x.response,
-                    key=x.key,
-                    source=x.run_id,
-                    prompt_id=x.prompt_id,
-                    status=x.status,
-                    meta=x.meta,
-                )
+                yield from from_exchange(x)
 
     def _jsonl(self) -> Iterator[Example]:
         schema = None
@@ -171,7 +160,7 @@ def _record_examples(record: dict[str, Any], schema: str, ident: str, file: str,
                 json.loads(v) if isinstance(v, str) else v for v in (record["request"], record["response"])
             )
             yield from from_exchange(
-                request or {}, response, key=key, source=source, prompt_id=prompt_id, status=status, meta=meta
+                Exchange(key, prompt_id or "", 0, request or {}, status, source, "", response, meta=meta)
             )
             return
         if schema == "messages":
