@@ -41,6 +41,8 @@ class ChatDataset:
         """teacher / terms / purpose / permission as declared by the dataset, for cards and the ledger."""
         nested = self.meta.get("stillhouse") if isinstance(self.meta.get("stillhouse"), dict) else {}
         found = {k: nested.get(k, self.meta.get(k)) for k in ("teacher", "terms", "purpose", "permission", "run_id")}
+        if isinstance(found["teacher"], str):  # the ledger's shape is teacher={model, host, ...}
+            found["teacher"] = {"model": found["teacher"]}
         return {k: v for k, v in found.items() if v not in (None, "", {}, [])}
 
 

@@ -166,10 +166,12 @@ class LocalModel:
 class Endpoint:
     """An OpenAI-compatible chat endpoint, asked at temperature 0 with bounded concurrency."""
 
-    def __init__(self, base_url: str, model: str | None = None, concurrency: int = 8, max_tokens: int = 96):
+    def __init__(
+        self, base_url: str, model: str | None = None, concurrency: int = 8, max_tokens: int = 96, retries: int = 4
+    ):
         parts = urlsplit(base_url)
         self.base_url = base_url.rstrip("/") + ("/v1" if parts.path in ("", "/") else "")
-        self.model, self.concurrency, self.max_tokens = model, concurrency, max_tokens
+        self.model, self.concurrency, self.max_tokens, self.retries = model, concurrency, max_tokens, retries
         self.name = f"{self.base_url} {model or ''}".strip()
 
     def respond(self, chats: Sequence[Chat]) -> list[str]:
@@ -204,13 +206,16 @@ class Endpoint:
                 return (await r.json())["data"][0]["id"]
         except (aiohttp.ClientError, OSError, KeyError, IndexError, TimeoutError) as e:
             raise StillhouseError(
-                f"cannot list the models of {self.base_url} ({e}); is it up? name the model with --*-model"
+                f"cannot list the models of {self.base_url} ({e}); is it up? "
+                "or pass the model name (--teacher-model / --student-model)"
             ) from e
 
     async def _complete(self, session: aiohttp.ClientSession, chat: Chat, done: int, total: int) -> str:
         body = {"model": self.model, "messages": chat, "temperature": 0, "max_tokens": self.max_tokens}
-        error = ""
-        for attempt in range(4):
+        error, wait = "", 0.0
+        for attempt in range(self.retries):
+            if attempt:  # back off, honouring Retry-After when the server sent one
+                await asyncio.sleep(max(wait, 0.25 * 2**attempt))
             try:
                 async with session.post(f"{self.base_url}/chat/completions", json=body) as r:
                     if r.status == 200:
@@ -222,7 +227,6 @@ class Endpoint:
                     wait = float(r.headers.get("Retry-After", 0) or 0)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 error, wait = str(e) or type(e).__name__, 0.0
-            await asyncio.sleep(max(wait, 0.5 * 2**attempt))
         raise StillhouseError(
             f"{self.base_url} stopped answering during the eval ({done} of {total} prompts answered): {error}"
         )
@@ -337,7 +341,7 @@ def _run(
     """Ask both sides every prompt, score, and record the run as eval.start / eval.end."""
     grader = grader or default_grader()
     a, b = sides.values()
-    names = {k: r.name for k, r in sides.items()}
+    names = {k: {"model": r.name} for k, r in sides.items()}  # the ledger's teacher={model, ...} shape
     with Ledger(ledger or default_ledger(b)) as led:
         run_id = new_run_id("eval")
         led.append(run_id, "eval.start", {"operator": operator(), "suite": suite, "prompts": len(records)} | names)
