@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 RUNNERS = ("stillhouse", "trl", "trl-grouped")
+HELDOUT = 256  # chats every runner's result is scored on, so "equal loss" compares like with like
 WORDS = [
     "amber",
     "basalt",
@@ -79,6 +80,7 @@ def prepare(work: Path, n: int) -> None:
     rows = chats(n)
     (work / "data" / "data").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), work / "data" / "data" / "train-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(chats(HELDOUT, seed=1)), work / "heldout.parquet")
     try:
         tok = AutoTokenizer.from_pretrained(embedded.teacher_path())
     except StillhouseError:  # Ember not built in this checkout: a tokenizer fitted on the chats
@@ -89,6 +91,24 @@ def prepare(work: Path, n: int) -> None:
     tok.save_pretrained(work / "base")
 
 
+def heldout_loss(model, tok, work: Path) -> float:
+    """Token-mean loss on the assistant tokens of the held-out chats, the same code for every runner."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from stillhouse.train import Collator, batch_loss, build_examples
+
+    examples, _ = build_examples(pq.read_table(work / "heldout.parquet").to_pylist(), tok, None, kd=False)
+    collate, total, count = Collator(tok.pad_token_id, torch.device("cpu")), 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), 32):
+            batch = collate(examples[i : i + 32])
+            n = int((batch["labels"] != -100).sum())
+            total, count = total + float(batch_loss(model, batch, 0.0)) * n, count + n
+    return total / count
+
+
 def run_stillhouse(work: Path, args: argparse.Namespace) -> dict:
     from stillhouse.train import TrainConfig, train
 
@@ -96,7 +116,11 @@ def run_stillhouse(work: Path, args: argparse.Namespace) -> dict:
         student=str(work / "base"), max_steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup
     )
     r = train(work / "data", work / "out-stillhouse", config, progress=False, save_every=args.steps + 1)
-    return {"tokens": r.tokens, "seconds": r.tokens / r.tokens_per_s, "losses": r.losses}
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(r.model_dir), AutoTokenizer.from_pretrained(r.model_dir)
+    held = heldout_loss(model, tok, work)
+    return {"tokens": r.tokens, "seconds": r.tokens / r.tokens_per_s, "losses": r.losses, "heldout": held}
 
 
 def run_trl(work: Path, args: argparse.Namespace, sampling: str) -> dict:
@@ -138,7 +162,8 @@ def run_trl(work: Path, args: argparse.Namespace, sampling: str) -> dict:
     trainer.train()
     seconds = time.perf_counter() - started
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"tokens": tokens, "seconds": seconds, "losses": losses}
+    held = heldout_loss(trainer.model, tok, work)
+    return {"tokens": tokens, "seconds": seconds, "losses": losses, "heldout": held}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -196,13 +221,14 @@ def main() -> None:
         f"threads={args.threads or 'default'}"
     )
     print(
-        f"{'runner':<13} {'tokens':>8} {'loop s':>7} {'tok/s':>7} {'wall s':>7} {'peak RSS MB':>11} {'final loss':>10}"
+        f"{'runner':<13} {'tokens':>8} {'loop s':>7} {'tok/s':>7} {'wall s':>7} {'peak RSS MB':>11} "
+        f"{'train loss':>10} {'held-out loss':>13}"
     )
     for name, r in results.items():
-        final = sum(r["losses"][-10:]) / len(r["losses"][-10:])
+        final = sum(r["losses"][-10:]) / len(r["losses"][-10:])  # the last 10 steps: depends on those batches
         print(
             f"{name:<13} {r['tokens']:>8} {r['seconds']:>7.1f} {r['tokens'] / r['seconds']:>7,.0f} {r['wall']:>7.1f} "
-            f"{r['peak_rss_mb']:>11,.0f} {final:>10.4f}"
+            f"{r['peak_rss_mb']:>11,.0f} {final:>10.4f} {r['heldout']:>13.4f}"
         )
     if "stillhouse" in results:
         ours = results["stillhouse"]

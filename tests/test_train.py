@@ -98,6 +98,24 @@ def test_loss_is_on_assistant_tokens_only(tiny_model_dir):
     assert [t for t in labels if t != IGNORE] == [t for t, m in zip(ids, mask, strict=True) if m]
 
 
+def test_padded_batches_lose_exactly_what_single_chats_do(tiny_model_dir):
+    """Left padding, explicit positions and logits only over the answer columns change nothing."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rows = [{"messages": r["messages"]} for r in skill_chats(6)]
+    rows[0]["messages"][0]["content"] *= 4  # one long prompt, so the others are padded
+    examples = T.build_examples(rows, tok, None, kd=False)[0]
+    collate = T.Collator(tok.pad_token_id, torch.device("cpu"))
+    batch = collate(examples)
+    assert batch["keep"] < batch["input_ids"].shape[1]
+    with torch.no_grad():
+        together = float(T.batch_loss(model, batch, 0.0))
+        alone = [(float(T.batch_loss(model, collate([e]), 0.0)), sum(t != IGNORE for t in e.labels)) for e in examples]
+        full = float(T.batch_loss(model, T.Collator(tok.pad_token_id, torch.device("cpu"), False)(examples), 0.0))
+    expected = sum(loss * n for loss, n in alone) / sum(n for _, n in alone)
+    assert together == pytest.approx(expected, abs=1e-5) and full == pytest.approx(together, abs=1e-6)
+
+
 def test_resume_after_a_kill_continues_the_same_curve(sft_data, tiny_model_dir, tmp_path, monkeypatch):
     config = cfg(tiny_model_dir, max_steps=12)
     whole = train(sft_data, tmp_path / "whole", config, progress=False, save_every=4)
