@@ -3,8 +3,10 @@
 Both train the same freshly initialised `tiny` preset on the same chats for one epoch, with the
 settings that suit a CPU (fp32, no gradient checkpointing, no packing, loss on assistant tokens
 only, the same cosine schedule, warm-up and clipping). TRL runs twice: with its default random
-sampler and with its length-grouped sampler, its best setting here. Each run is its own subprocess
-so peak RSS is clean. Tokens/s counts the chats' real (unpadded) tokens over the training loop.
+sampler and with its length-grouped sampler; ours runs with its default length buckets and with
+random batches (`bucket=1`), so each is compared with the TRL run that batches the same way. Each
+run is its own subprocess so peak RSS is clean. Tokens/s counts the chats' real (unpadded) tokens
+over the training loop; every result is scored on the same held-out chats.
 
     python bench/train.py                     # 2,000 chats, batch 16, one epoch
     python bench/train.py --n 4000 --threads 2
@@ -22,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RUNNERS = ("stillhouse", "trl", "trl-grouped")
+RUNNERS = ("stillhouse", "trl-grouped", "stillhouse-random", "trl")
+PEERS = {"stillhouse": "trl-grouped", "stillhouse-random": "trl"}  # like for like: the same kind of batches
 HELDOUT = 256  # chats every runner's result is scored on, so "equal loss" compares like with like
 WORDS = [
     "amber",
@@ -113,9 +116,14 @@ def run_stillhouse(work: Path, args: argparse.Namespace) -> dict:
     from stillhouse.train import TrainConfig, train
 
     config = TrainConfig(
-        student=str(work / "base"), max_steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup
+        student=str(work / "base"),
+        max_steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        warmup=args.warmup,
+        bucket=1 if args.worker == "stillhouse-random" else TrainConfig.bucket,
     )
-    r = train(work / "data", work / "out-stillhouse", config, progress=False, save_every=args.steps + 1)
+    r = train(work / "data", work / f"out-{args.worker}", config, progress=False, save_every=args.steps + 1)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(r.model_dir), AutoTokenizer.from_pretrained(r.model_dir)
@@ -175,7 +183,7 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
     started = time.perf_counter()
-    if args.worker == "stillhouse":
+    if args.worker.startswith("stillhouse"):
         res = run_stillhouse(work, args)
     else:
         res = run_trl(work, args, "group_by_length" if args.worker == "trl-grouped" else "random")
@@ -230,13 +238,13 @@ def main() -> None:
             f"{name:<13} {r['tokens']:>8} {r['seconds']:>7.1f} {r['tokens'] / r['seconds']:>7,.0f} {r['wall']:>7.1f} "
             f"{r['peak_rss_mb']:>11,.0f} {final:>10.4f} {r['heldout']:>13.4f}"
         )
-    if "stillhouse" in results:
-        ours = results["stillhouse"]
-        for name in (n for n in results if n != "stillhouse"):
-            r = results[name]
-            speed = (ours["tokens"] / ours["seconds"]) / (r["tokens"] / r["seconds"])
+    for mine, peer in PEERS.items():
+        if mine in results and peer in results:
+            a, b = results[mine], results[peer]
+            speed = (a["tokens"] / a["seconds"]) / (b["tokens"] / b["seconds"])
             print(
-                f"stillhouse vs {name}: {speed:.2f}x tokens/s, {ours['peak_rss_mb'] / r['peak_rss_mb']:.2f}x peak RSS"
+                f"{mine} vs {peer}: {speed:.2f}x tokens/s, {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x peak RSS, "
+                f"held-out loss {a['heldout']:.4f} vs {b['heldout']:.4f}"
             )
 
 

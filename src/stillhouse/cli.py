@@ -114,6 +114,9 @@ def train_cmd(
     epochs: int = 1,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     batch_size: int = 16,
+    bucket: Annotated[
+        int, typer.Option(help="Batches per length-sorted bucket: less padding; 1 gives random batches.")
+    ] = 64,
     lr: float = 3e-4,
     seed: int = 0,
     max_length: Annotated[int | None, typer.Option(help="Skip longer chats (default: the model's context).")] = None,
@@ -138,6 +141,7 @@ def train_cmd(
         epochs=epochs,
         max_steps=steps,
         batch_size=batch_size,
+        bucket=bucket,
         lr=lr,
         seed=seed,
         max_length=max_length,
@@ -168,7 +172,7 @@ def eval_cmd(
     seed: int = 0,
     student_model: Annotated[str | None, typer.Option(help="Model name at the student endpoint.")] = None,
     teacher_model: Annotated[str | None, typer.Option(help="Model name at the teacher endpoint.")] = None,
-    max_tokens: int = 96,
+    max_tokens: int = 192,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ledger: Annotated[
         Path | None, typer.Option(help="Ledger file (default: the student's training ledger, else ./ledger.sqlite).")

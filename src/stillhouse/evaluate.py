@@ -127,7 +127,7 @@ class Responder(Protocol):
 class LocalModel:
     """A model directory, answered here: batched greedy generation with left padding."""
 
-    def __init__(self, path: str | Path, batch_size: int = 32, max_new_tokens: int = 96):
+    def __init__(self, path: str | Path, batch_size: int = 32, max_new_tokens: int = 192):
         self.path, self.name = Path(path), str(path)
         try:
             self.tok = AutoTokenizer.from_pretrained(self.path, padding_side="left")
@@ -167,7 +167,7 @@ class Endpoint:
     """An OpenAI-compatible chat endpoint, asked at temperature 0 with bounded concurrency."""
 
     def __init__(
-        self, base_url: str, model: str | None = None, concurrency: int = 8, max_tokens: int = 96, retries: int = 4
+        self, base_url: str, model: str | None = None, concurrency: int = 8, max_tokens: int = 192, retries: int = 4
     ):
         parts = urlsplit(base_url)
         self.base_url = base_url.rstrip("/") + ("/v1" if parts.path in ("", "/") else "")
@@ -240,7 +240,7 @@ def responder(spec: str, model: str | None = None, **kw: Any) -> Responder:
     path = shipped[spec]() if spec in shipped else Path(spec)
     if not (path / "config.json").exists():
         raise StillhouseError(f"'{spec}' is neither an http(s) endpoint nor a model directory (no config.json)")
-    return LocalModel(path, max_new_tokens=kw.get("max_tokens", 96), batch_size=kw.get("batch_size", 32))
+    return LocalModel(path, max_new_tokens=kw.get("max_tokens", 192), batch_size=kw.get("batch_size", 32))
 
 
 # ---------------------------------------------------------------- scoring

@@ -61,6 +61,7 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 16
+    bucket: int = 64  # batches per length-sorted bucket; 1: random batches (see epoch_batches)
     lr: float = 3e-4
     warmup: float = 0.05  # fraction of the steps
     weight_decay: float = 0.0
@@ -290,14 +291,18 @@ def build_examples(
 # ---------------------------------------------------------------- batches and losses
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled batches of similar length (sorted within buckets of 64 batches), the same for every rank."""
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, bucket: int) -> list[list[int]]:
+    """Shuffled batches of similar length, sorted within buckets of `bucket` batches; the same on every rank.
+
+    Similar lengths waste little compute on padding, but where length tracks the task (short answers
+    for one skill, long for another) the batches become single-task and each step learns less:
+    `bucket=1` gives plain random batches. bench/train.py measures both sides of that trade."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
-    bucket, batches = batch_size * 64, []
-    for i in range(0, len(order), bucket):
-        chunk = sorted(order[i : i + bucket], key=lengths.__getitem__)
+    span, batches = batch_size * bucket, []
+    for i in range(0, len(order), span):
+        chunk = sorted(order[i : i + span], key=lengths.__getitem__)
         batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -496,7 +501,7 @@ def train(
             model.enable_input_require_grads()
 
     lengths = [len(e.ids) for e in examples]
-    steps_per_epoch = len(epoch_batches(lengths, config.batch_size, config.seed, 0)) // acc.num_processes
+    steps_per_epoch = len(epoch_batches(lengths, config.batch_size, config.seed, 0, config.bucket)) // acc.num_processes
     if steps_per_epoch == 0:
         raise StillhouseError(f"{len(examples)} examples make no step for {acc.num_processes} processes")
     total = config.max_steps or steps_per_epoch * config.epochs
@@ -602,7 +607,7 @@ def _loop(
     """The training loop proper: one optimizer step per batch; returns tokens/s of this session."""
     world, rank = acc.num_processes, acc.process_index
     lengths = [len(e.ids) for e in examples]
-    steps_per_epoch = len(epoch_batches(lengths, config.batch_size, config.seed, 0)) // world
+    steps_per_epoch = len(epoch_batches(lengths, config.batch_size, config.seed, 0, config.bucket)) // world
     bar = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
@@ -623,7 +628,7 @@ def _loop(
         while state["step"] < total:
             e, k = divmod(state["step"], steps_per_epoch)
             if e != epoch:
-                epoch, batches = e, epoch_batches(lengths, config.batch_size, config.seed, e)
+                epoch, batches = e, epoch_batches(lengths, config.batch_size, config.seed, e, config.bucket)
             batch = collate([examples[i] for i in batches[k * world + rank]])
             loss = batch_loss(model, batch, config.kd_weight if config.kd else 0.0)
             acc.backward(loss)
