@@ -1,7 +1,8 @@
-"""synth against a scripted OpenAI-compatible server on loopback (fault injection: 429 with Retry-After).
+"""synth end to end: against our own server (a tiny random model) for the mechanics, and against a
+scripted one where a test needs answers it controls: copies of shown tasks to reject, or a 429.
 
-Each answer depends only on the request, so replays are reproducible: per request it lists one
-near-copy and one exact copy of a task it was shown, one two-word task, and three fresh tasks.
+The scripted answer depends only on the request, so replays are reproducible: per request it lists
+one near-copy and one exact copy of a task it was shown, one two-word task, and three fresh tasks.
 """
 
 import asyncio
@@ -20,7 +21,10 @@ from typer.testing import CliRunner
 from stillhouse.cli import app
 from stillhouse.errors import StillhouseError
 from stillhouse.ledger import Ledger
+from stillhouse.serve import serve_in_background
+from stillhouse.store import RunStore
 from stillhouse.synth import SynthConfig, lcs_length, parse_tasks, rouge_l, rouge_tokens, synth
+from stillhouse.terms import Purpose
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "sa", "tu") for b in range(300)]
 SEEDS = [
@@ -79,6 +83,20 @@ def seeds(tmp_path):
     return path
 
 
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    with serve_in_background(tiny_model_dir, api_key="sk-synth") as s:
+        yield s
+
+
+def _ledger(result):
+    """The ledger's runs by stage, after checking its hash chain."""
+    with Ledger(result.run_dir / "ledger.sqlite") as led:
+        assert led.verify() == []
+        runs = led.runs()
+    return {stage: [r for r in runs if r["stage"] == stage] for stage in ("synth", "collect")}
+
+
 def _dp_lcs(a, b):
     table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
     for i, x in enumerate(a):
@@ -114,10 +132,17 @@ def test_synth_keeps_only_new_tasks_within_budget_and_records_it(tmp_path, seeds
     assert [r["prompt"] for r in lines] == result.kept and lines[0]["id"] == "synth-000000"
     # later requests show already-kept synthetic tasks next to the seeds
     assert any(result.kept[0] in b["messages"][0]["content"] for b in state["bodies"][2:])
-    with Ledger(result.run_dir / "ledger.sqlite") as led:
-        (run,) = led.runs()
-    assert run["stage"] == "synth" and run["teacher"]["base_url"] == url and run["kept"] == 12
+    runs = _ledger(result)
+    (run,) = runs["synth"]
+    assert run["teacher"]["base_url"] == url and run["kept"] == 12 and run["stop_reason"] == "max-requests"
     assert run["ok"] == 4 and run["prompt_tokens"] == 200 and run["purpose"] == "distillation"
+    # two rounds of two requests, each one collect run whose prompts file holds the round
+    assert run["collect_runs"] == result.collect_runs == [r["run_id"] for r in runs["collect"]]
+    assert [(r["sent"], r["ok"]) for r in runs["collect"]] == [(2, 2), (2, 2)]
+    round_1 = (result.run_dir / "rounds" / result.run_id / "00001.jsonl").read_text().splitlines()
+    round_1 = [json.loads(line) for line in round_1]
+    assert [r["id"] for r in round_1] == ["r00001-000", "r00001-001"]
+    assert [r["messages"] for r in round_1] == [b["messages"] for b in state["bodies"][2:]]
 
 
 def test_resume_replays_answered_requests_and_stops_at_target(tmp_path, seeds):
@@ -127,9 +152,20 @@ def test_resume_replays_answered_requests_and_stops_at_target(tmp_path, seeds):
         longer = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=4))
         assert (short.sent, longer.sent, state["calls"]) == (2, 2, 4)  # the first two were not re-sent
         again = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=4))
-        assert again.sent == 0 and again.kept == longer.kept
+        assert again.sent == 0 and again.kept == longer.kept and again.collect_runs == []
         capped = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=5, concurrency=2))
         assert capped.kept == longer.kept[:5] and capped.requests == 2 and capped.sent == 0
+
+
+def test_no_request_is_asked_twice(tmp_path):
+    """With one seed the first round can ask one thing only; the next shows kept tasks too, so it can ask more."""
+    seeds = tmp_path / "one.txt"
+    seeds.write_text(SEEDS[0] + "\n")
+    with scripted_teacher() as (url, state):
+        config = SynthConfig(target=100, max_requests=3, concurrency=2)
+        result = synth(seeds, tmp_path / "p.jsonl", base_url=url, model="ember", config=config)
+    assert result.sent == result.requests == state["calls"] == 3 and len(result.collect_runs) == 2
+    assert len({json.dumps(b["messages"]) for b in state["bodies"]}) == 3
 
 
 def test_retry_after_is_honoured(tmp_path, seeds):
@@ -140,14 +176,55 @@ def test_retry_after_is_honoured(tmp_path, seeds):
     assert len(result.kept) == 3 and state["retry_gap"] >= 0.95
 
 
-def test_cli_synth_and_bad_seeds(tmp_path, seeds):
-    with scripted_teacher() as (url, _):
-        args = ["synth", str(seeds), "-o", str(tmp_path / "p.jsonl"), "--base-url", url, "--model", "m"]
-        result = CliRunner().invoke(app, [*args, "--target", "6"])
+def test_synth_through_our_server_records_resumes_and_caps(tmp_path, server, monkeypatch):
+    """A random model writes garbage: what counts here is what was sent, stored, recorded and replayed."""
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ("Add 2 and 3", "Reverse cat", "Sort 3 1 2")))
+    out = tmp_path / "p.jsonl"
+    monkeypatch.setenv("SYNTH_KEY", "sk-synth")
+    config = SynthConfig(target=50, max_requests=4, concurrency=2, shown_seeds=2, max_tokens=16)
+    kwargs = dict(base_url=server.base_url, model=server.model, api_key_env="SYNTH_KEY", purpose=Purpose.evaluation)
+    first = synth(seeds, out, config=config, **kwargs)
+    assert (first.requests, first.sent, len(first.collect_runs)) == (4, 4, 2)
+    assert first.totals["ok"] == 4 and first.totals["completion_tokens"] > 0
+    with RunStore(first.run_dir) as store:
+        assert store.counts()["ok"] == 4
+        assert [sum(1 for _ in store.exchanges(run_id=r)) for r in first.collect_runs] == [2, 2]
+    runs = _ledger(first)
+    assert [r["run_id"] for r in runs["collect"]] == first.collect_runs
+    assert all(r["sent"] == r["ok"] == 2 and r["purpose"] == "evaluation" for r in runs["collect"])
+    assert runs["synth"][0]["kept"] == len(first.kept) and runs["synth"][0]["ok"] == 4
+    written = [json.loads(line)["prompt"] for line in out.read_text().splitlines()]
+    assert written == first.kept
+
+    again = synth(seeds, out, config=config, **kwargs)  # resume: everything is in the store
+    assert (again.requests, again.sent, again.collect_runs, again.kept) == (4, 0, [], first.kept)
+    assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == first.kept
+
+    # new requests (another wording) in the same run dir: collect's request cap counts what it holds
+    other = SynthConfig(target=50, max_requests=4, concurrency=2, shown_seeds=2, max_tokens=16, per_request=3)
+    capped = synth(seeds, out, config=other, **kwargs)
+    assert (capped.sent, capped.stop_reason, capped.totals) == (0, "max-requests", {"failed": 2})
+    assert _ledger(capped)["collect"][-1]["stop_reason"] == "max-requests"
+    with RunStore(first.run_dir) as store:
+        assert store.counts()["exchanges"] == 4
+
+    monkeypatch.delenv("SYNTH_KEY")  # the key reaches collect, which stops at the server's 401
+    with pytest.raises(StillhouseError, match="401"):
+        synth(seeds, tmp_path / "q.jsonl", config=config, **kwargs)
+
+
+def test_cli_synth_and_bad_seeds(tmp_path, seeds, server, monkeypatch):
+    monkeypatch.setenv("SYNTH_KEY", "sk-synth")
+    args = ["synth", str(seeds), "-o", str(tmp_path / "p.jsonl"), "--base-url", server.base_url]
+    args += ["--model", server.model, "--api-key-env", "SYNTH_KEY", "--max-requests", "2", "--rpm", "6000"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 6
+    printed = " ".join(result.output.split())
+    assert "(2 requests, 2 sent now)" in printed and "stopped at max-requests" in printed
+    assert (tmp_path / "p.jsonl").exists()
     with pytest.raises(StillhouseError, match="does not exist"):
-        synth(tmp_path / "none.txt", tmp_path / "q.jsonl", base_url=url, model="m")
+        synth(tmp_path / "none.txt", tmp_path / "q.jsonl", base_url=server.base_url, model="m")
     with pytest.raises(StillhouseError, match="forbid"):
         synth(seeds, tmp_path / "q.jsonl", base_url="https://api.openai.com/v1", model="gpt-4o")
     assert not (tmp_path / "q.jsonl").exists()

@@ -254,25 +254,28 @@ def synth_cmd(
     base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
     model: Annotated[str, typer.Option(help="Model name at that endpoint.")],
     target: Annotated[int, typer.Option(help="New tasks wanted.")] = 100,
-    max_requests: Annotated[int | None, typer.Option(help="Request budget (default: --target).")] = None,
+    max_requests: Annotated[int | None, typer.Option(help="Request budget, run dir total (default: --target).")] = None,
     per_request: Annotated[int, typer.Option(help="New tasks asked for per request.")] = 8,
     max_rouge: Annotated[float, typer.Option(help="Keep a task only when ROUGE-L to every kept one is below.")] = 0.7,
     temperature: Annotated[float, typer.Option()] = 1.0,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Requests per round, all in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute at most.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute at most.")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Stop at this spend in USD (run dir total).")] = None,
+    prices: Annotated[Path | None, typer.Option(help="Extra model prices for --max-cost (see collect).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds which tasks each request shows.")] = 0,
     run_dir: Annotated[Path | None, typer.Option(help="Run store (default: <output>.synth/ beside it).")] = None,
     ledger: Annotated[Path | None, typer.Option(help="Ledger file (default: the run directory's).")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key ('' for none).")
+    ] = "OPENAI_API_KEY",
     terms: Annotated[str | None, typer.Option(help="Terms that govern the teacher's outputs.")] = None,
-    purpose: Annotated[str, typer.Option(help="evaluation, augmentation or distillation.")] = "distillation",
+    purpose: Annotated[Purpose, typer.Option(help="What the prompts are for.")] = Purpose.distillation,
     permission: Annotated[str | None, typer.Option(help="A permission you hold that the terms require.")] = None,
 ) -> None:
-    """Synthesise new prompts from a few seed tasks (Self-Instruct), kept only when new."""
+    """Synthesise new prompts from a few seed tasks (Self-Instruct), kept only when new; sent through collect."""
     from stillhouse.synth import SynthConfig, synth
-    from stillhouse.terms import Purpose
 
-    if purpose not in Purpose.__members__:
-        raise StillhouseError(f"unknown purpose '{purpose}'; use one of {', '.join(Purpose.__members__)}")
     config = SynthConfig(
         target=target,
         max_requests=max_requests,
@@ -280,24 +283,18 @@ def synth_cmd(
         max_rouge=max_rouge,
         temperature=temperature,
         concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        max_cost=max_cost,
         seed=seed,
     )
     r = synth(
-        seeds,
-        output,
-        base_url=base_url,
-        model=model,
-        config=config,
-        run_dir=run_dir,
-        ledger=ledger,
-        api_key_env=api_key_env,
-        terms=terms,
-        purpose=Purpose(purpose),
-        permission=permission,
-    )
+        seeds, output, base_url=base_url, model=model, config=config, run_dir=run_dir, ledger=ledger,
+        api_key_env=api_key_env or None, terms=terms, purpose=purpose, permission=permission, prices=prices,
+    )  # fmt: skip
     rejected = ", ".join(f"{k}: {v}" for k, v in sorted(r.rejected.items())) or "none"
     out.print(f"kept {len(r.kept)} new prompts -> {r.out} ({r.requests} requests, {r.sent} sent now)")
-    out.print(f"rejected: {rejected}; run store {r.run_dir}, run {r.run_id}")
+    out.print(f"stopped at {r.stop_reason}; rejected: {rejected}; run store {r.run_dir}, run {r.run_id}")
 
 
 @app.command()

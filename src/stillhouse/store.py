@@ -165,10 +165,11 @@ class RunStore:
             found.update(r[0] for r in self._db.execute(sql, chunk))
         return found
 
-    def exchanges(self, status: str | None = "ok") -> Iterator[Exchange]:
-        """Stream exchanges in the order they were first stored."""
-        sql = "SELECT * FROM exchanges" + (" WHERE status = ?" if status else "") + " ORDER BY rowid"
-        cur = self._db.execute(sql, (status,) if status else ())
+    def exchanges(self, status: str | None = "ok", run_id: str | None = None) -> Iterator[Exchange]:
+        """Stream exchanges in the order they were first stored; with `run_id`, only those that run committed."""
+        where = {k: v for k, v in (("status", status), ("run_id", run_id)) if v}
+        sql = "SELECT * FROM exchanges" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "")
+        cur = self._db.execute(sql + " ORDER BY rowid", tuple(where.values()))
         for r in cur:
             yield Exchange(
                 key=r[0],

@@ -2,41 +2,40 @@
 
 Each request shows the teacher some seed tasks and some it already wrote, and asks for new ones;
 a new task is kept only when its ROUGE-L against every kept task (seeds included) stays below 0.7.
-Requests go through a run store, so a re-run replays answered requests from it instead of re-sending
-them: task sampling is seeded, so the replay rebuilds the same requests and the same kept list.
+Requests are sent in rounds through the collection engine (stillhouse.collect), which owns rate
+limits, retries, budget caps, the run store and the ledger. Task sampling is seeded and answers are
+looked up by their request key, so a re-run rebuilds the same requests, finds their answers in the
+store, and sends only what was never answered: the kept list comes out the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import itertools
 import json
-import os
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-
+from stillhouse.collect import CollectResult, acollect
 from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger, canonical_json, ledger_path, new_run_id, now, operator
+from stillhouse.ledger import Ledger, canonical_json, ledger_path, new_run_id, operator
 from stillhouse.store import Exchange, RunStore, request_key
 from stillhouse.terms import Purpose, check, host_of
 
 SEED_FIELDS = ("prompt", "instruction", "task", "text", "question")
-RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+_DRAWS = 16  # draws of shown tasks before a round gives up finding a request not asked before
 
 
 @dataclass
 class SynthConfig:
     target: int = 100  # new tasks wanted
-    max_requests: int | None = None  # the budget; by default as many requests as tasks wanted
+    max_requests: int | None = None  # the budget (run dir total, as collect counts it); default: target
     per_request: int = 8  # new tasks asked for in each request
     shown_seeds: int = 6  # seed tasks shown in each request
     shown_kept: int = 2  # already-kept synthetic tasks shown in each request
@@ -45,7 +44,10 @@ class SynthConfig:
     max_words: int = 150
     temperature: float = 1.0
     max_tokens: int = 512
-    concurrency: int = 8
+    concurrency: int = 8  # requests per round, all in flight at once
+    rpm: float | None = None  # collect's rate limits and spend cap, over the run directory
+    tpm: float | None = None
+    max_cost: float | None = None
     seed: int = 0
 
 
@@ -177,99 +179,7 @@ def read_seeds(path: Path) -> list[str]:
     return seeds
 
 
-# --- asking the teacher: the one seam to the collection engine -------------------------------------
-
-
-@dataclass
-class Request:
-    key: str
-    prompt_id: str
-    sample: int
-    body: dict[str, Any]
-
-
-def retry_delay(header: str | None, attempt: int) -> float:
-    """Retry-After (seconds or an HTTP date) when the server sends it, else exponential back-off."""
-    if header:
-        try:
-            return min(300.0, max(0.0, float(header)))
-        except ValueError:
-            try:
-                return min(300.0, max(0.0, (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds()))
-            except (TypeError, ValueError):
-                pass
-    return min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-
-
-async def ask(
-    requests: Sequence[Request],
-    store: RunStore,
-    *,
-    base_url: str,
-    run_id: str,
-    api_key: str | None,
-    concurrency: int,
-    max_attempts: int = 6,
-) -> list[Exchange]:
-    """Send requests to an OpenAI-compatible endpoint, commit each exchange as it completes, return them.
-
-    This is the step to hand to the collection engine (stillhouse.collect) once it is merged: it
-    takes requests keyed by `request_key` and must leave, and return, one exchange per request.
-    """
-    url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(session: aiohttp.ClientSession, req: Request) -> Exchange:
-        error, attempt = "", 0
-        async with gate:
-            while attempt < max_attempts:
-                attempt += 1
-                try:
-                    async with session.post(url, json=req.body) as resp:
-                        if resp.status == 200:
-                            data = await resp.json(content_type=None)
-                            exchange = _exchange(req, run_id, "ok", data, None, attempt, data.get("usage") or {})
-                            store.put_many([exchange])
-                            return exchange
-                        error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-                        if resp.status not in RETRY_STATUSES:
-                            break
-                        delay = retry_delay(resp.headers.get("Retry-After"), attempt)
-                except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as e:
-                    error, delay = f"{type(e).__name__}: {e}", retry_delay(None, attempt)
-                if attempt < max_attempts:
-                    await asyncio.sleep(delay)
-        exchange = _exchange(req, run_id, "error", None, error, attempt, {})
-        store.put_many([exchange])
-        return exchange
-
-    timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-        return list(await asyncio.gather(*(one(session, r) for r in requests)))
-
-
-def _exchange(
-    req: Request, run_id: str, status: str, data: Any, error: str | None, attempts: int, usage: dict
-) -> Exchange:
-    return Exchange(
-        key=req.key,
-        prompt_id=req.prompt_id,
-        sample=req.sample,
-        request=req.body,
-        status=status,
-        run_id=run_id,
-        at=now(),
-        response=data,
-        error=error,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        attempts=attempts,
-        fingerprint=(data or {}).get("system_fingerprint"),
-    )
-
-
-# --- the synthesis loop ----------------------------------------------------------------------------
+# --- the synthesis loop: rounds of requests, answered by the collection engine ---------------------
 
 
 @dataclass
@@ -277,22 +187,13 @@ class SynthResult:
     out: Path
     run_dir: Path
     run_id: str
-    kept: list[str]
-    requests: int  # requests the synthesis used, answered now or replayed from the store
-    sent: int  # requests sent to the teacher by this invocation
-    rejected: dict[str, int]
-
-
-def _judge(task: str, kept: KeptTasks, config: SynthConfig) -> str | None:
-    """Why a candidate is rejected, or None to keep it."""
-    words = task.split()
-    if len(words) < config.min_words:
-        return "too_short"
-    if len(words) > config.max_words:
-        return "too_long"
-    if not task[0].isalnum():
-        return "not_a_task"
-    return "similar" if kept.too_similar(rouge_tokens(task)) else None
+    kept: list[str] = field(default_factory=list)
+    requests: int = 0  # requests the synthesis used, answered now or replayed from the store
+    sent: int = 0  # requests sent to the teacher by this invocation
+    rejected: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)  # ok, failed, tokens and cost of the requests used
+    stop_reason: str = ""  # target, max-requests, no-new-requests, or the cap collect stopped at (max-cost...)
+    collect_runs: list[str] = field(default_factory=list)  # one per round that had anything to send
 
 
 def synth(
@@ -308,11 +209,14 @@ def synth(
     terms: str | None = None,
     purpose: Purpose = Purpose.distillation,
     permission: str | None = None,
+    prices: str | Path | None = None,
 ) -> SynthResult:
     """Synthesise new prompts from seed tasks until `target` are kept or `max_requests` are used.
 
-    Writes PROMPTS.jsonl (id, prompt) atomically; exchanges go to run_dir (default: next to the
-    output, `<name>.synth/`), so re-running the same command resumes without re-sending anything.
+    Each round's requests go to `stillhouse.collect` as a prompts file in the run directory (default:
+    next to the output, `<name>.synth/`; `rounds/<synth run>/`), so rate limits, retries, caps, the
+    store and the ledger are collect's; re-running the same command resumes without re-sending
+    anything. Writes PROMPTS.jsonl (id, prompt, origin) atomically.
     """
     config = config or SynthConfig()
     if not 0 < config.max_rouge <= 1 or config.target < 1 or config.per_request < 1 or config.concurrency < 1:
@@ -322,12 +226,33 @@ def synth(
     governing = check(base_url, terms, purpose, permission)
     run_dir = Path(run_dir) if run_dir else out.with_name(out.stem + ".synth")
     budget = config.max_requests if config.max_requests is not None else config.target
-    api_key = os.environ.get(api_key_env) if api_key_env else None
+    params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    ask = functools.partial(
+        acollect,
+        base_url=base_url,
+        model=model,
+        out=run_dir,
+        purpose=purpose,
+        terms=terms,
+        permission=permission,
+        ledger=ledger,
+        api_key_env=api_key_env,
+        params=params,  # collect's sampling is exactly these, so `key` below is the key collect gives
+        concurrency=config.concurrency,
+        rpm=config.rpm,
+        tpm=config.tpm,
+        max_requests=budget,
+        max_cost=config.max_cost,
+        prices=prices,
+    )
 
-    run_id = new_run_id("synth")
+    def key(messages: list[dict[str, str]]) -> str:
+        return request_key(base_url, model, messages, params, 0)
+
+    result = SynthResult(out, run_dir, new_run_id("synth"))
     with RunStore(run_dir) as store, Ledger(ledger_path(run_dir, ledger)) as led:
         led.append(
-            run_id,
+            result.run_id,
             "synth.start",
             {
                 "teacher": {"host": host_of(base_url), "model": model, "base_url": base_url},
@@ -340,30 +265,32 @@ def synth(
             },
         )
         try:
-            result = asyncio.run(_loop(seed_tasks, config, budget, store, base_url, model, run_id, api_key))
+            asyncio.run(_loop(seed_tasks, config, budget, store, ask, key, result))
         except BaseException as e:
-            led.append(run_id, "synth.end", {"error": str(e) or type(e).__name__})
+            led.append(result.run_id, "synth.end", {"error": str(e) or type(e).__name__})
             raise
-        kept, used, sent, rejected, totals = result
-        tmp = out.with_name(f".{out.name}.tmp-{run_id}")
+        tmp = out.with_name(f".{out.name}.tmp-{result.run_id}")
         lines = (
-            canonical_json({"id": f"synth-{i:06d}", "prompt": t, "origin": run_id}) + "\n" for i, t in enumerate(kept)
+            canonical_json({"id": f"synth-{i:06d}", "prompt": t, "origin": result.run_id}) + "\n"
+            for i, t in enumerate(result.kept)
         )
         tmp.write_text("".join(lines), encoding="utf-8")
         tmp.replace(out)
         led.append(
-            run_id,
+            result.run_id,
             "synth.end",
             {
-                **totals,
-                "kept": len(kept),
-                "requests": used,
-                "sent": sent,
-                "rejected": rejected,
+                **result.totals,
+                "kept": len(result.kept),
+                "requests": result.requests,
+                "sent": result.sent,
+                "rejected": result.rejected,
+                "stop_reason": result.stop_reason,
+                "collect_runs": result.collect_runs,
                 "outputs": {"path": str(out), "sha256": hashlib.sha256(out.read_bytes()).hexdigest()},
             },
         )
-    return SynthResult(out, run_dir, run_id, kept, used, sent, rejected)
+    return result
 
 
 async def _loop(
@@ -371,57 +298,101 @@ async def _loop(
     config: SynthConfig,
     budget: int,
     store: RunStore,
-    base_url: str,
-    model: str,
-    run_id: str,
-    api_key: str | None,
-) -> tuple[list[str], int, int, dict[str, int], dict[str, int]]:
+    ask: Callable[[Path], Awaitable[CollectResult]],
+    key: Callable[[list[dict[str, str]]], str],
+    result: SynthResult,
+) -> None:
+    """Fill `result` round by round: draw requests, let collect answer those the store lacks, judge the tasks."""
     rng = random.Random(config.seed)
-    answered = {e.key: e for e in store.exchanges(status="ok")}
+    answered = {e.key: e for e in store.exchanges("ok")}
     kept = KeptTasks(config.max_rouge)
     for task in seed_tasks:
         kept.add(task)
-    new: list[str] = []
+    asked: set[tuple[str, ...]] = set()
     rejected: Counter[str] = Counter()
     totals: Counter[str] = Counter()
-    used = sent = 0
-    params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
-    while len(new) < config.target and used < budget:
+    for round_no in itertools.count():
+        if len(result.kept) >= config.target:
+            result.stop_reason = "target"
+        elif result.requests >= budget:
+            result.stop_reason = "max-requests"
+        if result.stop_reason:
+            break
         batch = []
-        for _ in range(min(config.concurrency, budget - used)):
-            shown = rng.sample(seed_tasks, min(config.shown_seeds, len(seed_tasks)))
-            shown += rng.sample(new, min(config.shown_kept, len(new)))
-            messages = instruction(shown, config.per_request)
-            key = request_key(base_url, model, messages, params, used)
-            batch.append(Request(key, f"synth-{used}", used, {"model": model, "messages": messages, **params}))
-            used += 1
-        missing = [r for r in batch if r.key not in answered]
-        if missing:
-            got = await ask(
-                missing, store, base_url=base_url, run_id=run_id, api_key=api_key, concurrency=config.concurrency
-            )
-            sent += len(missing)
-            answered.update((e.key, e) for e in got if e.status == "ok")
-        for req in batch:
-            exchange = answered.get(req.key)
+        for _ in range(min(config.concurrency, budget - result.requests)):
+            shown = _draw(rng, seed_tasks, result.kept, config, asked)
+            if shown is None:
+                break
+            batch.append(instruction(shown, config.per_request))
+        if not batch:
+            result.stop_reason = "no-new-requests"
+            break
+        keys = [key(messages) for messages in batch]
+        if any(k not in answered for k in keys):
+            path = result.run_dir / "rounds" / result.run_id / f"{round_no:05d}.jsonl"  # kept: the ledger names it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            records = ({"id": f"r{round_no:05d}-{i:03d}", "messages": m} for i, m in enumerate(batch))
+            path.write_text("".join(canonical_json(r) + "\n" for r in records), encoding="utf-8")
+            run = await ask(path)
+            result.collect_runs.append(run.run_id)
+            result.sent += run.sent
+            if run.stop_reason != "done":  # a cap of collect's: judge what came back, then stop
+                result.stop_reason = run.stop_reason
+            answered.update((e.key, e) for e in store.exchanges("ok", run_id=run.run_id))
+        result.requests += len(batch)
+        for k in keys:
+            exchange = answered.get(k)
             if exchange is None:
                 totals["failed"] += 1
                 continue
             totals["ok"] += 1
             totals["prompt_tokens"] += exchange.prompt_tokens
             totals["completion_tokens"] += exchange.completion_tokens
-            choice = (exchange.choices or [{}])[0]
-            tasks = parse_tasks(exchange.texts()[0] if exchange.texts() else "")
-            if choice.get("finish_reason") == "length" and tasks:
-                tasks.pop()  # the last item was cut off mid-sentence
-                rejected["truncated"] += 1
-            for task in tasks:
-                if len(new) >= config.target:
-                    break
-                reason = _judge(task, kept, config)
-                if reason:
-                    rejected[reason] += 1
-                else:
-                    kept.add(task)
-                    new.append(task)
-    return new, used, sent, dict(rejected), dict(totals)
+            totals["cost"] += exchange.cost
+            _judge_answer(exchange, kept, config, result.kept, rejected)
+    result.rejected, result.totals = dict(rejected), dict(totals)
+
+
+def _judge(task: str, kept: KeptTasks, config: SynthConfig) -> str | None:
+    """Why a candidate is rejected, or None to keep it."""
+    words = task.split()
+    if len(words) < config.min_words:
+        return "too_short"
+    if len(words) > config.max_words:
+        return "too_long"
+    if not task[0].isalnum():
+        return "not_a_task"
+    return "similar" if kept.too_similar(rouge_tokens(task)) else None
+
+
+def _draw(
+    rng: random.Random, seed_tasks: list[str], new: list[str], config: SynthConfig, asked: set[tuple[str, ...]]
+) -> list[str] | None:
+    """Tasks to show in one request, unlike every request before it: a repeat would only get its stored answer."""
+    for _ in range(_DRAWS):
+        shown = rng.sample(seed_tasks, min(config.shown_seeds, len(seed_tasks)))
+        shown += rng.sample(new, min(config.shown_kept, len(new)))
+        if tuple(shown) not in asked:
+            asked.add(tuple(shown))
+            return shown
+    return None
+
+
+def _judge_answer(
+    exchange: Exchange, kept: KeptTasks, config: SynthConfig, new: list[str], rejected: Counter[str]
+) -> None:
+    """Keep the answer's new tasks (appending them to `new`) up to the target; count why others were not."""
+    choice = (exchange.choices or [{}])[0]
+    tasks = parse_tasks(exchange.texts()[0] if exchange.texts() else "")
+    if choice.get("finish_reason") == "length" and tasks:
+        tasks.pop()  # the last item was cut off mid-sentence
+        rejected["truncated"] += 1
+    for task in tasks:
+        if len(new) >= config.target:
+            break
+        reason = _judge(task, kept, config)
+        if reason:
+            rejected[reason] += 1
+        else:
+            kept.add(task)
+            new.append(task)
