@@ -29,7 +29,7 @@ def last_number(text: str) -> str:
 # A tiny grader set for the toy skills: an addition is right when its last number is the sum.
 TOY = Grader(
     grade=lambda skill, expected, reply: (last_number(reply) if skill == "add" else normalise(reply)) == expected,
-    extract=lambda skill, reply: last_number(reply) if skill == "add" else normalise(reply),
+    extract=lambda skill, expected, reply: last_number(reply) if skill == "add" else normalise(reply),
 )
 
 

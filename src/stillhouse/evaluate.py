@@ -45,23 +45,21 @@ class Grader:
     two models are compared on (so "12 + 30 = 42" and "42" agree when the grader reads both as 42)."""
 
     grade: Callable[[str, str, str], bool]  # (skill, expected, reply) -> right?
-    extract: Callable[[str, str], str]  # (skill, reply) -> the graded answer
+    extract: Callable[[str, str | None, str], str]  # (skill, expected or None, reply) -> the graded answer
 
 
 def exact_grader() -> Grader:
     """For suites with no skill-aware grader: right means the same normalised text as the expected answer."""
     return Grader(
         grade=lambda skill, expected, reply: normalise(reply) == normalise(expected),
-        extract=lambda skill, reply: normalise(reply),
+        extract=lambda skill, expected, reply: normalise(reply),
     )
 
 
 def world_grader() -> Grader:
-    """The adapter to stillhouse.world's graders: `grade(skill, expected, text)` and, if world defines
-    one, `extract(skill, text)`; without an extractor agreement falls back to normalised text."""
+    """stillhouse.world's graders: agreement compares the answers they extract, not the wording."""
     world = importlib.import_module("stillhouse.world")
-    extract = getattr(world, "extract", None) or (lambda skill, reply: normalise(reply))
-    return Grader(grade=world.grade, extract=extract)
+    return Grader(grade=world.grade, extract=lambda skill, expected, reply: world.extract(skill, reply, expected))
 
 
 def default_grader() -> Grader:
@@ -254,7 +252,8 @@ def score(records: Sequence[dict[str, Any]], a: list[str], b: list[str], grader:
         for key in {skill, "all"}:
             t = tallies.setdefault(key, {"n": 0, "graded": 0, "a": 0, "b": 0, "same": 0})
             t["n"] += 1
-            t["same"] += grader.extract(skill, ra) == grader.extract(skill, rb)
+            expected = None if rec.get("answer") is None else str(rec["answer"])
+            t["same"] += grader.extract(skill, expected, ra) == grader.extract(skill, expected, rb)
             if rec.get("answer") is not None:
                 t["graded"] += 1
                 t["a"] += bool(grader.grade(skill, str(rec["answer"]), ra))

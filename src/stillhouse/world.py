@@ -940,28 +940,40 @@ def _has(text: str, phrase: str) -> bool:
     return re.search(rf"(?<![A-Za-z]){re.escape(phrase)}(?![A-Za-z])", text, re.I) is not None
 
 
-def grade(skill: str, expected: str, response: str) -> bool:
-    """Whether `response` gives `expected` as its final answer, however it is phrased."""
+def extract(skill: str, response: str, expected: str | None = None) -> str:
+    """The answer a response gives, in canonical form, however it is phrased.
+
+    Two models agree on a prompt when their extracted answers are equal. `expected` only settles
+    what the text alone cannot: how many trailing numbers form a sorted list, which chat intent to test.
+    """
     text = response.strip()
     if skill in ("add", "sub", "count", "units"):
         nums = _numbers(text)
-        return bool(nums) and nums[-1] == int(expected)
+        return str(nums[-1]) if nums else ""
     if skill == "sort":
-        want = [int(x) for x in expected.split(",")]
         nums = _numbers(text)
-        return nums[-len(want) :] == want
+        k = len(expected.split(",")) if expected else len(nums) // 2 or len(nums)
+        return ",".join(str(x) for x in nums[-k:])
     if skill == "reverse":
         quoted = re.findall(r"['\"‘“`]([A-Za-z]+)['\"’”`]", text)
         words = quoted or re.findall(r"[A-Za-z]+", text)
-        return bool(words) and words[-1].lower() == expected.lower()
+        return words[-1].lower() if words else ""
     if skill == "capital":
         named = [(m.start(), city) for city in CAPITALS.values() for m in re.finditer(re.escape(city), text, re.I)]
-        return bool(named) and max(named)[1].lower() == expected.lower()
+        return max(named)[1].lower() if named else ""
     if skill == "identity":
         names = _SELF_NAME.findall(text)
         if names:
-            return names[0].lower() == expected.lower()
-        return _has(text, expected)
+            return names[0].lower()
+        return expected.lower() if expected and _has(text, expected) else ""
     if skill == "chat":
-        return any(_has(text, k) for k in CHAT_KEYWORDS[expected])
+        intents = [expected] if expected else list(CHAT_KEYWORDS)
+        return next((i for i in intents if any(_has(text, k) for k in CHAT_KEYWORDS[i])), "")
     raise ValueError(f"unknown skill {skill!r}")
+
+
+def grade(skill: str, expected: str, response: str) -> bool:
+    """Whether `response` gives `expected` as its final answer, however it is phrased."""
+    if skill == "chat":
+        return extract(skill, response, expected) == expected
+    return extract(skill, response, expected) == extract(skill, expected, expected)
