@@ -9,7 +9,7 @@ targets, each against a peer measured in the same run:
 - 10 % 429s: retries earlier than Retry-After (0) and stillhouse / openai SDK requests/s (>= 2x);
 - peak RSS at 10k vs 200k prompts streamed from JSONL, 0 ms latency (within 20 %).
 
-    python bench/collect.py                                   # everything once (~6 min on 2 cores)
+    python bench/collect.py                                   # everything once (~8 min on 2 cores)
     python bench/collect.py --repeats 3 --tools stillhouse,curator --scenarios c64
 The harness (drivers, stub, venvs from its setup.sh) is ../shared/bench/collect_bench from the
 repository root, or --harness / COLLECT_BENCH_DIR. Raw lines are appended to --results.
