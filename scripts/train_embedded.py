@@ -39,7 +39,7 @@ def shared_tokenizer(path: Path):
 
 def build(persona: Persona, seed: int, tok, args: argparse.Namespace, out: Path) -> dict:
     torch.manual_seed(seed)
-    model = fresh_model(args.preset, tok, max_positions=256)
+    model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
     ckpt = args.work / f"{persona.name.lower()}-ckpt"
 
     def checkpoint(step: int) -> None:
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (use 1 per process when running two)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
     ap.add_argument("--work", type=Path, default=Path("runs/embedded"), help="shared tokenizer and checkpoints")
     args = ap.parse_args()
