@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stillhouse.embedded import MODELS_DIR
 from stillhouse.presets import fresh_model
@@ -39,7 +39,11 @@ def shared_tokenizer(path: Path):
 
 def build(persona: Persona, seed: int, tok, args: argparse.Namespace, out: Path) -> dict:
     torch.manual_seed(seed)
-    model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
+    if args.init:  # continue from shipped weights, on a fresh stretch of the data stream
+        model = AutoModelForCausalLM.from_pretrained(args.init / persona.name.lower()).to(args.device)
+        seed += 1000
+    else:
+        model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
     ckpt = args.work / f"{persona.name.lower()}-ckpt"
 
     def checkpoint(step: int) -> None:
@@ -64,6 +68,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--init", type=Path, default=None, help="continue from the models in this directory")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (use 1 per process when running two)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
     ap.add_argument("--out", type=Path, default=MODELS_DIR)

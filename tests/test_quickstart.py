@@ -1,0 +1,49 @@
+"""The front door, end to end: `stillhouse quickstart --fast` on the embedded default."""
+
+import json
+import subprocess
+import sys
+
+from stillhouse.ledger import Ledger
+
+
+def test_quickstart_fast_runs_the_whole_pipeline(tmp_path):
+    run = tmp_path / "qs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stillhouse.cli", "quickstart", "--fast", "-o", str(run)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Who are you?" in proc.stdout
+    report = json.loads((run / "report.json").read_text())
+    for side in (report, report["baseline"]):
+        assert 0 <= side["student"]["agreement"] <= 1
+        assert {"accuracy"} <= side["teacher"].keys() and {"accuracy", "agreement"} <= side["student"].keys()
+        assert set(side["per_skill"]) == {
+            "add",
+            "sub",
+            "reverse",
+            "sort",
+            "count",
+            "capital",
+            "units",
+            "identity",
+            "chat",
+        }
+    assert report["steps"]["collect"]["ok"] > 0 and report["steps"]["train"]["steps"] > 0
+    assert "Pebble" in report["identity"]["student_before"]
+    assert (run / "student" / "config.json").exists() and (run / "dataset" / "README.md").exists()
+    with Ledger(run / "ledger.sqlite") as led:
+        assert led.verify() == []
+        stages = {r["stage"] for r in led.runs()}
+    assert {"collect", "curate", "train", "eval"} <= stages
+
+
+def test_quickstart_refuses_to_overwrite_a_run(tmp_path):
+    (tmp_path / "report.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "stillhouse.cli", "quickstart", "--fast", "-o", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "already holds a quickstart run" in proc.stderr
+    assert "Traceback" not in proc.stderr
