@@ -112,9 +112,9 @@ def rss_mib() -> float:
 @contextmanager
 def cli_server(model_dir: Path, threads: int) -> Iterator[tuple[str, str, subprocess.Popen]]:
     """`stillhouse serve MODEL --port 0` in a child process: (base_url, model name, process)."""
-    cmd = [sys.executable, "-c", "from stillhouse.cli import main; main()", "serve", str(model_dir), "--port", "0"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    cli = [sys.executable, "-c", "from stillhouse.cli import main; main()"]
+    cmd = [*cli, "serve", str(model_dir), "--port", "0", "--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()  # serving model 'NAME' at URL (Ctrl-C to stop)
         if " at " not in line:
@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="timings are medians of this many runs")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (1 is faster on a busy CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -323,7 +323,9 @@ def test_cli_serve_rejects_a_directory_that_is_not_a_model(tmp_path, monkeypatch
 
 def test_cli_serve_picks_a_free_port_and_prints_it(tiny_model_dir):
     cmd = [sys.executable, "-c", "from stillhouse.cli import main; main()", "serve", str(tiny_model_dir)]
-    proc = subprocess.Popen([*cmd, "--port", "0", "--model-name", "pico"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "--port", "0", "--model-name", "pico", "--threads", "1"], stdout=subprocess.PIPE, text=True
+    )
     try:
         line = proc.stdout.readline()
         assert "pico" in line

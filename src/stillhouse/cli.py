@@ -308,6 +308,9 @@ def serve(
         str | None, typer.Option(envvar="STILLHOUSE_API_KEY", help="Require this bearer key from clients.")
     ] = None,
     model_name: Annotated[str | None, typer.Option(help="Served model name (default: the directory's name).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: one per core; 1 is faster on a busy machine).")
+    ] = None,
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (chat, completions, models) until Ctrl-C."""
     from stillhouse.serve import Server, serve_forever
@@ -315,7 +318,9 @@ def serve(
     def ready(server: Server) -> None:
         typer.echo(f"serving model '{server.model}' at {server.base_url} (Ctrl-C to stop)")
 
-    serve_forever(model_dir, host=host, port=port, api_key=api_key, model_name=model_name, on_ready=ready)
+    serve_forever(
+        model_dir, host=host, port=port, api_key=api_key, model_name=model_name, threads=threads, on_ready=ready
+    )
 
 
 # ---------------------------------------------------------------- train / eval (stillhouse.train, stillhouse.evaluate)

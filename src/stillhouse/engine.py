@@ -309,13 +309,12 @@ class Engine:
         if not keep:
             return
         kept = fan[keep]
-        cache = _kv_cache([(k[kept], v[kept]) for k, v, _ in cache])
-        self._join(cache, mask[kept], [rows[i] for i in keep])
+        self._join([(k[kept], v[kept]) for k, v, _ in cache], mask[kept], [rows[i] for i in keep])
 
-    def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
-        """Append prefilled rows to the running batch, left-padding whichever side is shorter."""
+    def _join(self, kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, rows: list[_Row]) -> None:
+        """Append prefilled rows (their keys/values per layer) to the running batch, left-padding the shorter side."""
         if not self._rows:
-            self._cache, self._mask, self._rows = cache, mask, rows
+            self._cache, self._mask, self._rows = _kv_cache(kv), mask, rows
             return
         old, new = self._mask.shape[1], mask.shape[1]
         width = max(old, new)
@@ -325,7 +324,7 @@ class Engine:
                     torch.cat([_left_pad(k1, width - old, 2), _left_pad(k2, width - new, 2)]),
                     torch.cat([_left_pad(v1, width - old, 2), _left_pad(v2, width - new, 2)]),
                 )
-                for (k1, v1, _), (k2, v2, _) in zip(self._cache, cache, strict=True)
+                for (k1, v1, _), (k2, v2) in zip(self._cache, kv, strict=True)
             ]
         )
         self._mask = torch.cat([_left_pad(self._mask, width - old, 1), _left_pad(mask, width - new, 1)])

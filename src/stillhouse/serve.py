@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import torch
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -565,9 +566,18 @@ def serve_forever(
     port: int = 8000,
     api_key: str | None = None,
     model_name: str | None = None,
+    threads: int | None = None,
     on_ready: Callable[[Server], None] | None = None,
 ) -> None:
-    """Serve until interrupted (Ctrl-C); `on_ready` is told the bound address once requests are accepted."""
+    """Serve until interrupted (Ctrl-C); `on_ready` is told the bound address once requests are accepted.
+
+    `threads` sets torch's intra-op threads for the process: on a CPU shared with other jobs, 1 can be many times
+    faster than one per core, as every small op then waits on a descheduled sibling thread.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise StillhouseError("--threads must be at least 1")
+        torch.set_num_threads(threads)
     with serve_in_background(model_dir, host=host, port=port, api_key=api_key, model_name=model_name) as server:
         if on_ready:
             on_ready(server)
