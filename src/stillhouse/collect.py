@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
+from stillhouse import aio
 from stillhouse import prompts as prompt_files
 from stillhouse import terms as terms_mod
 from stillhouse.errors import StillhouseError
@@ -234,7 +235,7 @@ def _blocking(run: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
     """`run` for callers without an event loop, with its signature (for help() and type checkers)."""
 
     def collect(*args: P.args, **kwargs: P.kwargs) -> R:
-        return asyncio.run(run(*args, **kwargs))
+        return aio.run(run(*args, **kwargs))
 
     return functools.update_wrapper(collect, run, assigned=("__module__", "__doc__"))
 

@@ -23,7 +23,7 @@ import aiohttp
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stillhouse import embedded
+from stillhouse import aio, embedded
 from stillhouse.errors import StillhouseError
 from stillhouse.ledger import LEDGER_FILE, Ledger, new_run_id, operator
 
@@ -173,7 +173,7 @@ class Endpoint:
         self.name = f"{self.base_url} {model or ''}".strip()
 
     def respond(self, chats: Sequence[Chat]) -> list[str]:
-        return asyncio.run(self._respond(chats))
+        return aio.run(self._respond(chats))
 
     async def _respond(self, chats: Sequence[Chat]) -> list[str]:
         gate = asyncio.Semaphore(self.concurrency)

@@ -10,7 +10,6 @@ store, and sends only what was never answered: the kept list comes out the same.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import itertools
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stillhouse import aio
 from stillhouse.collect import CollectResult, acollect
 from stillhouse.errors import StillhouseError
 from stillhouse.ledger import Ledger, canonical_json, ledger_path, new_run_id, operator
@@ -265,7 +265,7 @@ def synth(
             },
         )
         try:
-            asyncio.run(_loop(seed_tasks, config, budget, store, ask, key, result))
+            aio.run(_loop(seed_tasks, config, budget, store, ask, key, result))
         except BaseException as e:
             led.append(result.run_id, "synth.end", {"error": str(e) or type(e).__name__})
             raise
