@@ -1,11 +1,13 @@
 """Training speed and memory: `stillhouse train` against TRL's SFTTrainer, same model, data, batch and steps.
 
 Both train the same freshly initialised `tiny` preset on the same chats for one epoch, with the
-settings that suit a CPU (fp32, no gradient checkpointing, no packing, loss on assistant tokens
-only, the same cosine schedule, warm-up and clipping). TRL runs twice: with its default random
-sampler and with its length-grouped sampler; ours runs with its default length buckets and with
-random batches (`bucket=1`), so each is compared with the TRL run that batches the same way. Each
-run is its own subprocess so peak RSS is clean. Tokens/s counts the chats' real (unpadded) tokens
+settings that suit a CPU (fp32, no gradient checkpointing, loss on assistant tokens only, the same
+cosine schedule, warm-up and clipping). TRL runs twice, without packing (its padding-free packing is
+pathological on a CPU, see ../shared/README.md): with its default random sampler and with its
+length-grouped sampler. Ours runs as it ships (random batches, each batch's chats packed into rows)
+and with length buckets (`bucket=64`), so each is compared with the TRL run that batches the same
+way: the same chats meet in a step, only the layout differs. Each run is its own subprocess so peak
+RSS is clean. Tokens/s counts the chats' real (unpadded) tokens
 over the training loop; every result is scored on the same held-out chats.
 
     python bench/train.py                     # 2,000 chats, batch 16, one epoch
@@ -24,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RUNNERS = ("stillhouse", "trl-grouped", "stillhouse-random", "trl")
-PEERS = {"stillhouse": "trl-grouped", "stillhouse-random": "trl"}  # like for like: the same kind of batches
+RUNNERS = ("stillhouse", "trl", "stillhouse-grouped", "trl-grouped")
+PEERS = {"stillhouse": "trl", "stillhouse-grouped": "trl-grouped"}  # like for like: the same kind of batches
 HELDOUT = 256  # chats every runner's result is scored on, so "equal loss" compares like with like
 WORDS = [
     "amber",
@@ -107,7 +109,7 @@ def heldout_loss(model, tok, work: Path) -> float:
     with torch.no_grad():
         for i in range(0, len(examples), 32):
             batch = collate(examples[i : i + 32])
-            n = int((batch["labels"] != -100).sum())
+            n = int(batch["keep"].sum())
             total, count = total + float(batch_loss(model, batch, 0.0)) * n, count + n
     return total / count
 
@@ -121,7 +123,7 @@ def run_stillhouse(work: Path, args: argparse.Namespace) -> dict:
         batch_size=args.batch,
         lr=args.lr,
         warmup=args.warmup,
-        bucket=1 if args.worker == "stillhouse-random" else TrainConfig.bucket,
+        bucket=64 if args.worker == "stillhouse-grouped" else TrainConfig.bucket,
     )
     r = train(work / "data", work / f"out-{args.worker}", config, progress=False, save_every=args.steps + 1)
     from transformers import AutoModelForCausalLM, AutoTokenizer

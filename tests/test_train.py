@@ -98,22 +98,31 @@ def test_loss_is_on_assistant_tokens_only(tiny_model_dir):
     assert [t for t in labels if t != IGNORE] == [t for t, m in zip(ids, mask, strict=True) if m]
 
 
-def test_padded_batches_lose_exactly_what_single_chats_do(tiny_model_dir):
-    """Left padding, explicit positions and logits only over the answer columns change nothing."""
+def test_packed_batches_lose_exactly_what_single_chats_do(tiny_model_dir):
+    """Packing several chats per row, restarting positions and logits only at targets change nothing."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert T.honours_packing(model)
     rows = [{"messages": r["messages"]} for r in skill_chats(6)]
-    rows[0]["messages"][0]["content"] *= 4  # one long prompt, so the others are padded
+    rows[0]["messages"][0]["content"] *= 4  # one long prompt, so the others share rows
     examples = T.build_examples(rows, tok, None, kd=False)[0]
-    collate = T.Collator(tok.pad_token_id, torch.device("cpu"))
-    batch = collate(examples)
-    assert batch["keep"] < batch["input_ids"].shape[1]
+    cpu = torch.device("cpu")
+    batch = T.Collator(tok.pad_token_id, cpu)(examples)
+    assert batch["input_ids"].shape[0] < len(examples) and batch["tokens"] == sum(len(e.ids) for e in examples)
     with torch.no_grad():
         together = float(T.batch_loss(model, batch, 0.0))
-        alone = [(float(T.batch_loss(model, collate([e]), 0.0)), sum(t != IGNORE for t in e.labels)) for e in examples]
-        full = float(T.batch_loss(model, T.Collator(tok.pad_token_id, torch.device("cpu"), False)(examples), 0.0))
+        one = T.Collator(tok.pad_token_id, cpu, pack=False)
+        alone = [(float(T.batch_loss(model, one([e]), 0.0)), sum(t != IGNORE for t in e.labels)) for e in examples]
+        padded = float(T.batch_loss(model, one(examples), 0.0))
+        full = float(T.batch_loss(model, T.Collator(tok.pad_token_id, cpu, select_logits=False)(examples), 0.0))
     expected = sum(loss * n for loss, n in alone) / sum(n for _, n in alone)
-    assert together == pytest.approx(expected, abs=1e-5) and full == pytest.approx(together, abs=1e-6)
+    assert together == pytest.approx(expected, abs=1e-5)
+    assert padded == pytest.approx(together, abs=1e-5) and full == pytest.approx(together, abs=1e-6)
+
+
+def test_pack_rows_fills_rows_first_fit_longest_first():
+    assert T.pack_rows([5, 3, 2, 4, 1], 5) == [[0], [3, 4], [1, 2]]
+    assert T.pack_rows([2, 2, 2], 6) == [[0, 1, 2]]
 
 
 def test_resume_after_a_kill_continues_the_same_curve(sft_data, tiny_model_dir, tmp_path, monkeypatch):

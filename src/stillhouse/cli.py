@@ -352,8 +352,9 @@ def train_cmd(
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     batch_size: int = 16,
     bucket: Annotated[
-        int, typer.Option(help="Batches per length-sorted bucket: less padding; 1 gives random batches.")
-    ] = 64,
+        int, typer.Option(help="Batches per length-sorted bucket (1: random batches, which learn best).")
+    ] = 1,
+    pack: Annotated[bool, typer.Option(help="Pack each batch's chats into rows: no compute spent on padding.")] = True,
     lr: float = 3e-4,
     seed: int = 0,
     max_length: Annotated[int | None, typer.Option(help="Skip longer chats (default: the model's context).")] = None,
@@ -379,6 +380,7 @@ def train_cmd(
         max_steps=steps,
         batch_size=batch_size,
         bucket=bucket,
+        pack=pack,
         lr=lr,
         seed=seed,
         max_length=max_length,
