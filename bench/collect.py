@@ -74,9 +74,9 @@ def wait_idle(timeout_s: float) -> None:
 class Stub:
     """The harness's stub server, started by us and stopped by PID."""
 
-    def __init__(self, a: argparse.Namespace, latency_ms: int, fail_rate: float):
+    def __init__(self, a: argparse.Namespace, latency_ms: int, fail_rate: float, seed: int):
         python = Path(a.venvs) / "venv-base" / "bin" / "python"
-        cmd = [*pinned(0), str(python), "stub_server.py", "--port", str(a.port)]
+        cmd = [*pinned(0), str(python), "stub_server.py", "--port", str(a.port), "--seed", str(seed)]
         cmd += ["--latency-ms", str(latency_ms), "--fail-rate", str(fail_rate)]
         self.log = open(Path(a.venvs) / "stub.log", "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, cwd=a.harness, stdout=self.log, stderr=subprocess.STDOUT)
@@ -205,22 +205,24 @@ def main() -> None:
         tools = a.tools.split(",")
         for scenario in a.scenarios.split(","):
             n, c, lat, fail = SCENARIOS[scenario]
-            stub = Stub(a, lat, fail)
-            try:
-                for rep in range(1, a.repeats + 1):
-                    for tool in tools:
-                        if scenario in RSS_ONLY and tool != "stillhouse":
-                            continue
-                        print(f">> {scenario}: {tool} N={n} C={c} latency={lat}ms 429s={fail} rep={rep}",
-                              file=sys.stderr)  # fmt: skip
-                        wait_idle(a.idle_timeout)
+            for rep in range(1, a.repeats + 1):
+                # a fresh stub per repeat and tool, seeded by the repeat: every tool meets the same
+                # sequence of 429 draws, and each repeat a different one (the longest chain of 429s,
+                # each held for its Retry-After, sets the wall time of the 429 scenario)
+                for tool in tools:
+                    if scenario in RSS_ONLY and tool != "stillhouse":
+                        continue
+                    print(f">> {scenario}: {tool} N={n} C={c} latency={lat}ms 429s={fail} rep={rep}", file=sys.stderr)
+                    wait_idle(a.idle_timeout)
+                    stub = Stub(a, lat, fail, seed=rep)
+                    try:
                         line = run_driver(a, tool, scenario)
-                        print(json.dumps(line), file=sys.stderr)
-                        with a.results.open("a") as f:
-                            f.write(json.dumps(line) + "\n")
-                        results.append(line)
-            finally:
-                stub.stop()
+                    finally:
+                        stub.stop()
+                    print(json.dumps(line), file=sys.stderr)
+                    with a.results.open("a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    results.append(line)
     else:
         results = [json.loads(x) for x in a.results.read_text().splitlines() if x.strip()]
     print(summarize(results))
