@@ -339,8 +339,8 @@ class Collator:
     select_logits: bool = True  # False for models whose forward takes no `logits_to_keep`
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
-        width = max(len(e.ids) for e in examples)
         lengths = [len(e.ids) for e in examples]
+        width = max(lengths)
         rows = pack_rows(lengths, width) if self.pack else [[i] for i in range(len(examples))]
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         targets = torch.full_like(ids, IGNORE)  # targets[r, p]: the token the logits at p should predict
