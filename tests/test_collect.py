@@ -3,6 +3,7 @@ new keys for new parameters, budget caps, provenance, bad input and round trips 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,8 @@ from typer.testing import CliRunner
 
 from stillhouse import RunStore, StillhouseError, collect
 from stillhouse.cli import app
-from stillhouse.ledger import Ledger
+from stillhouse.ledger import Ledger, canonical_json
+from stillhouse.store import RequestKeys, request_key
 
 
 def test_collect_answers_each_prompt_once_and_resumes_with_nothing_to_send(tmp_path: Path) -> None:
@@ -66,6 +68,16 @@ def test_changing_a_parameter_makes_new_keys_not_a_mix(tmp_path: Path) -> None:
     assert len(rows) == 80
     temps = {r.request.get("temperature") for r in rows}
     assert temps == {0.0, 0.7}
+
+
+def test_request_key_format_is_stable() -> None:
+    """Run directories made by earlier versions resume only while the key's definition holds."""
+    base, messages = "http://h:1/v1/", [{"role": "system", "content": "é \u2603"}, {"role": "user", "content": "hi"}]
+    params = {"temperature": 0.5, "stop": ["\n"], "seed": None}
+    ident = ["http://h:1/v1", MODEL, messages, {"temperature": 0.5, "stop": ["\n"]}, 2]
+    expected = hashlib.sha256(canonical_json(ident).encode()).hexdigest()
+    assert request_key(base, MODEL, messages, params, 2) == expected
+    assert RequestKeys(base, MODEL, params).key(canonical_json(messages), 2) == expected
 
 
 def test_export_jsonl_and_parquet_round_trip_with_logprobs(tmp_path: Path) -> None:

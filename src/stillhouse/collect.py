@@ -32,13 +32,13 @@ from stillhouse import aio
 from stillhouse import prompts as prompt_files
 from stillhouse import terms as terms_mod
 from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger, ledger_path, new_run_id, now, operator
+from stillhouse.ledger import Ledger, canonical_json, ledger_path, new_run_id, now, operator
 from stillhouse.pricing import Price, load_prices, price_for
 from stillhouse.ratelimit import Limiter, backoff
-from stillhouse.store import RunStore, request_key
+from stillhouse.store import RequestKeys, RunStore
 from stillhouse.terms import Purpose
 
-_FEED_CHUNK = 256  # prompts read (and checked against the store) per batch
+_FEED_CHUNK = 8  # prompts read and checked against the store at a time; the reader yields after each batch
 _WRITE_EVERY_S = 0.005  # the writer commits what arrived every 5 ms
 _GIVE_UP_AFTER = 20  # failures with no answer at all yet: the endpoint rejects everything
 P = ParamSpec("P")
@@ -291,6 +291,9 @@ class _Run:
         self.on_progress, self.progress_every_s = on_progress, progress_every_s
         self.url = base_url.rstrip("/") + "/chat/completions"
         self._url = URL(self.url)
+        self._keys = RequestKeys(self.base_url, model, sampling)
+        self._body_head = f'{{"model":{canonical_json(model)},"messages":'  # the body: model, messages, sampling
+        self._body_tail = f",{canonical_json(sampling)[1:-1]}}}" if sampling else "}"
         self.run_id = new_run_id("collect")
         self.store = RunStore(run_dir)
         self.prior = self.store.counts()  # what earlier invocations spent: the caps count it too
@@ -405,6 +408,9 @@ class _Run:
     # -- reader ----------------------------------------------------------------------------------
 
     async def _feed(self) -> None:
+        # Small batches, each followed by a yield: reading and keying prompts never holds the loop
+        # for long, and the first round goes out as a ramp rather than one burst (a burst comes
+        # back as one, and every answer in it waits for those before it, round after round).
         chunk: list[_Request] = []
         for p in prompt_files.read_prompts(self.prompts):
             if self.stop_reason != "done":
@@ -413,6 +419,7 @@ class _Run:
             if len(chunk) >= _FEED_CHUNK:
                 await self._enqueue(chunk)
                 chunk = []
+                await asyncio.sleep(0)  # let the workers send what is queued before reading on
         if chunk and self.stop_reason == "done":
             await self._enqueue(chunk)
         while self._inflight_n:  # retries may still be due: the workers stay until all have settled
@@ -424,14 +431,12 @@ class _Run:
         messages = p.messages
         if self.system is not None and messages[0].get("role") != "system":
             messages = [{"role": "system", "content": self.system}, *messages]
-        body = json.dumps(
-            {"model": self.model, "messages": messages, **self.sampling}, ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        messages_json = canonical_json(messages)  # one serialisation for the body and the keys
+        body = f"{self._body_head}{messages_json}{self._body_tail}".encode()
         chars = sum(len(m["content"]) if isinstance(m["content"], str) else len(json.dumps(m)) for m in messages)
         meta = json.dumps(p.meta, ensure_ascii=False, separators=(",", ":"), default=str) if p.meta else None
         for s in range(self.samples):
-            key = request_key(self.base_url, self.model, messages, self.sampling, s)
-            yield _Request(key, p.id, s, body, chars // 4 + 1, meta)
+            yield _Request(self._keys.key(messages_json, s), p.id, s, body, chars // 4 + 1, meta)
 
     async def _enqueue(self, chunk: list[_Request]) -> None:
         while self._writer.committed:

@@ -60,8 +60,25 @@ def request_key(
     base_url: str, model: str, messages: Sequence[dict[str, Any]], params: dict[str, Any], sample: int
 ) -> str:
     """The idempotency key: sha256 over everything that shapes the answer."""
-    ident = [base_url.rstrip("/"), model, list(messages), {k: v for k, v in params.items() if v is not None}, sample]
-    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()
+    return RequestKeys(base_url, model, params).key(canonical_json(list(messages)), sample)
+
+
+class RequestKeys:
+    """`request_key` for many requests to one endpoint, model and set of parameters.
+
+    The key hashes canonical_json([base_url, model, messages, params, sample]); the fixed parts are
+    serialised once here, so a collector pays for one serialisation of each prompt's messages, which
+    its request body can reuse.
+    """
+
+    def __init__(self, base_url: str, model: str, params: dict[str, Any]):
+        params = {k: v for k, v in params.items() if v is not None}
+        self._head = f"[{canonical_json(base_url.rstrip('/'))},{canonical_json(model)},"
+        self._tail = f",{canonical_json(params)},"
+
+    def key(self, messages_json: str, sample: int) -> str:
+        """The key of `sample` for messages serialised by canonical_json."""
+        return hashlib.sha256(f"{self._head}{messages_json}{self._tail}{sample}]".encode()).hexdigest()
 
 
 @dataclass
