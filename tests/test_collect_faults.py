@@ -62,6 +62,24 @@ def test_retry_after_in_seconds_http_date_and_ms_is_honoured_without_holding_bac
     assert max(c[0].sent_at for p, c in calls.items() if p not in kinds) < min(retries)
 
 
+def test_a_due_retry_goes_ahead_of_queued_fresh_requests(tmp_path: Path) -> None:
+    """A retry has waited its Retry-After already: it must not also wait behind the queue (2C deep)."""
+    prompts = write_prompts(tmp_path / "p.jsonl", 40)
+    limited = "what is 3 + 1?"
+
+    def script(call: Call) -> Reply | None:
+        if call.prompt == limited and call.attempt == 1:
+            return Reply(429, headers={"retry-after-ms": "150"})
+        return None
+
+    with Upstream(script, latency=0.05) as up:
+        res = run(prompts, up, tmp_path / "r", concurrency=2)
+    assert res.ok == 40 and res.retries == 1
+    first, retry = by_prompt(up)[limited]
+    after_due = [c for c in up.calls if c.t >= first.sent_at + 0.15]
+    assert retry in after_due[:3], [c.prompt for c in after_due[:6]]  # first in line, not behind 4 queued
+
+
 def test_429_storm_holds_back_the_whole_run_until_retry_after(tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "p.jsonl", 64)
     storm: dict[str, float] = {}

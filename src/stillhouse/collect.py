@@ -1,8 +1,9 @@
 """Collection: send every prompt to an OpenAI-compatible teacher once, keep every answer.
 
 Shape of a run: a streaming reader admits requests (budget caps) into a queue holding at most 2C
-fresh ones; C worker tasks send one request at a time, and a request to retry goes back into the
-queue when it is due instead of holding its worker, so a 429 never holds back the others. Memory is
+fresh ones; C worker tasks send one request at a time, and a request to retry goes back to the head
+of the queue when it is due instead of holding its worker, so a 429 never holds back the others (and
+a retry, having waited its Retry-After, never waits behind the queue as well). Memory is
 bounded by C and the retry backlog, whatever the number of prompts. A writer thread commits answers
 to the run's SQLite store every few ms. Every request has an idempotency key and the reader skips
 keys the store already answered, so re-running a killed command sends exactly what was not
@@ -260,6 +261,9 @@ class _Request:
         self.attempt = 0
 
 
+_WAKE = _Request("", "", 0, b"", 0, None)  # a queue item that only wakes a worker to look at due retries
+
+
 class _Run:
     """One invocation: reader -> bounded queue -> C workers -> writer thread."""
 
@@ -347,7 +351,8 @@ class _Run:
             raise self.fatal
 
     async def _run_tasks(self, session: aiohttp.ClientSession) -> None:
-        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()  # admitted requests, and retries when due
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()  # admitted requests (None: stop)
+        self._due: collections.deque[_Request] = collections.deque()  # retries whose wait is over: served first
         self._room = asyncio.Semaphore(2 * self.concurrency)  # fresh requests waiting in the queue, at most
         self._tasks = [asyncio.create_task(self._guard(self._feed()))]
         self._tasks += [asyncio.create_task(self._guard(self._work(session))) for _ in range(self.concurrency)]
@@ -506,7 +511,9 @@ class _Run:
     # -- workers ---------------------------------------------------------------------------------
 
     async def _work(self, session: aiohttp.ClientSession) -> None:
-        while (req := await self._queue.get()) is not None:
+        while (req := self._due.popleft() if self._due else await self._queue.get()) is not None:
+            if req is _WAKE:
+                continue
             if req.attempt == 0:
                 self._room.release()
             await self._attempt(session, req)
@@ -549,7 +556,13 @@ class _Run:
         delay = backoff(req.attempt, self.backoff_s) if retry_at is None else retry_at - time.monotonic()
         req.attempt += 1
         s.retries += 1
-        asyncio.get_running_loop().call_later(max(0.0, delay), self._queue.put_nowait, req)
+        asyncio.get_running_loop().call_later(max(0.0, delay), self._retry_due, req)
+
+    def _retry_due(self, req: _Request) -> None:
+        """Its wait is over: next in line. Every worker looks at `_due` before the queue; the token
+        wakes one if all of them are waiting on an empty queue."""
+        self._due.append(req)
+        self._queue.put_nowait(_WAKE)
 
     def _record_ok(self, req: _Request, raw: bytes, data: dict[str, Any], expected: int) -> None:
         s = self.stats
