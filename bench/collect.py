@@ -122,6 +122,12 @@ def med(rows: list[dict], key: str, sub: str | None = None) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def e2e(rows: list[dict]) -> float | None:
+    """Median requests/s over each run's whole collection call, tool start-up included."""
+    ok = [r for r in rows if "error" not in r]
+    return statistics.median([r["ok"] / r["total_s"] for r in ok]) if ok else None
+
+
 def fmt(v: float | None, spec: str = ",.0f") -> str:
     return "" if v is None else format(v, spec)
 
@@ -138,9 +144,8 @@ def summarize(results: list[dict]) -> str:
                 continue
             ok = [r for r in rows if "error" not in r]
             rps = med(rows, "req_per_s")
-            e2e = statistics.median([r["ok"] / r["total_s"] for r in ok]) if ok else None
             ideal = f"{100 * rps / (c / (lat / 1000)):.0f} %" if lat and rps else ""
-            cells = [scenario, f"{n:,}", c, lat, fail, tool, f"{len(ok)}/{len(rows)}", fmt(rps), ideal, fmt(e2e),
+            cells = [scenario, f"{n:,}", c, lat, fail, tool, f"{len(ok)}/{len(rows)}", fmt(rps), ideal, fmt(e2e(rows)),
                      fmt(med(rows, "wall_s"), ".2f"), fmt(med(rows, "total_s"), ".2f"),
                      fmt(med(rows, "client_cpu_s"), ".2f"), fmt(med(rows, "peak_rss_mb")),
                      fmt(med(rows, "server", "requests")), fmt(med(rows, "server", "rejected_429")),
@@ -169,10 +174,9 @@ def targets(results: list[dict]) -> str:
     # it sends any; stillhouse sends each request as its connection opens, so its clock starts about
     # one connection set-up after its own start rather than C of them. Whole-call figures, start-up
     # included, put both on the same footing (informational; the target is the stub's).
-    rows256 = {t: [r for r in results if r["scenario"] == "c256" and r["tool"] == t and "error" not in r]
-               for t in ("stillhouse", "aiohttp")}  # fmt: skip
-    e2e = {t: statistics.median([r["ok"] / r["total_s"] for r in v]) if v else None for t, v in rows256.items()}
-    ours, raw = e2e["stillhouse"], e2e["aiohttp"]
+    ours, raw = (
+        e2e([r for r in results if (r["scenario"], r["tool"]) == ("c256", t)]) for t in ("stillhouse", "aiohttp")
+    )
     if ours and raw:
         out.append(f"- C=256, 200 ms, whole collection call: {fmt(ours)} vs raw aiohttp {fmt(raw)} req/s "
                    f"= {ours / raw:.2f}x (informational)")  # fmt: skip

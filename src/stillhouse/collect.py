@@ -1,10 +1,10 @@
 """Collection: send every prompt to an OpenAI-compatible teacher once, keep every answer.
 
 Shape of a run: a streaming reader admits requests (budget caps) into a queue holding at most 2C
-fresh ones; C worker tasks send one request at a time, and a request to retry goes back to the head
-of the queue when it is due instead of holding its worker, so a 429 never holds back the others (and
-a retry, having waited its Retry-After, never waits behind the queue as well). Memory is
-bounded by C and the retry backlog, whatever the number of prompts. A writer thread commits answers
+fresh ones; C worker tasks send one request at a time. A request to retry gives up its worker and,
+once due, is served before the queue: a 429 never holds back the others, and a retry that has waited
+its Retry-After never waits behind the queue as well. Memory is bounded by C and the retry backlog,
+whatever the number of prompts. A writer thread commits answers
 to the run's SQLite store every few ms. Every request has an idempotency key and the reader skips
 keys the store already answered, so re-running a killed command sends exactly what was not
 committed. The engine reports progress through a callback and knows nothing of terminals (see
