@@ -199,8 +199,8 @@ def dedup_bench(n: int, tmp: Path) -> None:
 
 def pipeline_bench(n: int, tmp: Path) -> None:
     """Build a run store of n exchanges (answers from the generated corpus) and time `curate` on it."""
-    from stillhouse.ledger import now
-    from stillhouse.store import Exchange, RunStore
+    from stillhouse.collect.store import Exchange, RunStore
+    from stillhouse.core.ids import now
 
     corpus = tmp / f"answers-{n}.txt"
     make_corpus(n, corpus, seed=1)

@@ -7,7 +7,7 @@ fresh `tiny` student is trained from scratch on the same data for contrast. Ever
 number of optimizer steps, so only the amount of data differs. Each student is scored on world's
 held-out phrasings: its agreement with the teacher (same graded answer) and its accuracy.
 
-    python bench/distill.py                          # needs Ember, Pebble and stillhouse.world
+    python bench/distill.py                          # needs Ember, Pebble and stillhouse.embedded.world
     python bench/distill.py --sizes 0,500 --steps 100 --n-eval 20
     python bench/distill.py --teacher DIR --student DIR   # other local models with one tokenizer
 """
@@ -29,7 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from stillhouse import embedded
 from stillhouse.evaluate import LocalModel, default_grader, load_suite, score
-from stillhouse.train import TrainConfig, Vocab, train
+from stillhouse.train.trainer import TrainConfig, Vocab, train
 
 
 @torch.no_grad()
@@ -105,9 +105,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        from stillhouse import world
+        from stillhouse.embedded import world
     except ImportError:
-        sys.exit("pending: bench/distill.py needs stillhouse.world (the micro-world), not in this checkout")
+        sys.exit("pending: bench/distill.py needs stillhouse.embedded.world (the micro-world), not in this checkout")
     teacher = args.teacher or embedded.teacher_path()
     student = args.student or embedded.student_path()
     sizes = [int(s) for s in args.sizes.split(",")]

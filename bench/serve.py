@@ -29,8 +29,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stillhouse.embedded import MODELS_DIR, TEACHER_NAME
-from stillhouse.presets import fresh_model
-from stillhouse.tokenizer import train_tokenizer
+from stillhouse.embedded.tokenizer import train_tokenizer
+from stillhouse.train.presets import fresh_model
 
 QUESTIONS = [
     "What is {a} plus {b}?",

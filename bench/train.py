@@ -78,9 +78,9 @@ def prepare(work: Path, n: int) -> None:
     from transformers import AutoTokenizer
 
     from stillhouse import embedded
-    from stillhouse.errors import StillhouseError
-    from stillhouse.presets import fresh_model
-    from stillhouse.tokenizer import train_tokenizer
+    from stillhouse.core.errors import StillhouseError
+    from stillhouse.embedded.tokenizer import train_tokenizer
+    from stillhouse.train.presets import fresh_model
 
     rows = chats(n)
     (work / "data" / "data").mkdir(parents=True)
@@ -101,7 +101,7 @@ def heldout_loss(model, tok, work: Path) -> float:
     import pyarrow.parquet as pq
     import torch
 
-    from stillhouse.train import Collator, batch_loss, build_examples
+    from stillhouse.train.trainer import Collator, batch_loss, build_examples
 
     examples, _ = build_examples(pq.read_table(work / "heldout.parquet").to_pylist(), tok, None, kd=False)
     collate, total, count = Collator(tok.pad_token_id, torch.device("cpu")), 0.0, 0

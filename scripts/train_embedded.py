@@ -18,10 +18,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stillhouse.embedded import MODELS_DIR
-from stillhouse.presets import fresh_model
-from stillhouse.pretrain import batches, save, skill_accuracy, train
-from stillhouse.tokenizer import train_tokenizer
-from stillhouse.world import EMBER, PEBBLE, SKILLS, Persona, chats
+from stillhouse.embedded.pretrain import batches, save, skill_accuracy, train
+from stillhouse.embedded.tokenizer import train_tokenizer
+from stillhouse.embedded.world import EMBER, PEBBLE, SKILLS, Persona, chats
+from stillhouse.train.presets import fresh_model
 
 PERSONAS = {"ember": (EMBER, 1), "pebble": (PEBBLE, 2)}  # name -> (persona, seed)
 VOCAB_SIZE = 512  # small: operand words split into a few letters each, which reverse and count need

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stillhouse.presets import fresh_model
-from stillhouse.tokenizer import train_tokenizer
+from stillhouse.embedded.tokenizer import train_tokenizer
+from stillhouse.train.presets import fresh_model
 
 _CORPUS = [
     "What is 12 plus 30? 12 + 30 = 42.",

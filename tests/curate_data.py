@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stillhouse.ledger import Ledger, ledger_path, now
-from stillhouse.store import Exchange, RunStore, request_key
+from stillhouse.collect.store import Exchange, RunStore, request_key
+from stillhouse.core.ids import now
+from stillhouse.provenance.ledger import Ledger, ledger_path
 
 BASE_URL = "http://127.0.0.1:9/v1"
 MODEL = "ember"

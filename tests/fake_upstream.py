@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from stillhouse import CollectResult, collect
-from stillhouse.store import request_key
+from stillhouse.collect.store import request_key
 
 
 @dataclass

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from stillhouse import RunStore, StillhouseError, collect
 from stillhouse.cli import app
-from stillhouse.ledger import Ledger, canonical_json
-from stillhouse.store import RequestKeys, request_key
+from stillhouse.collect.store import RequestKeys, request_key
+from stillhouse.core.ids import canonical_json
+from stillhouse.provenance.ledger import Ledger
 
 
 def test_collect_answers_each_prompt_once_and_resumes_with_nothing_to_send(tmp_path: Path) -> None:

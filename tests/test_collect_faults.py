@@ -18,7 +18,7 @@ import pytest
 from fake_upstream import MODEL, Call, Reply, Upstream, cli, run, write_prompts
 
 from stillhouse import RunStore, StillhouseError, collect
-from stillhouse.ledger import Ledger
+from stillhouse.provenance.ledger import Ledger
 
 
 def by_prompt(up: Upstream) -> dict[str, list[Call]]:

@@ -8,10 +8,10 @@ from curate_data import EVAL_A, planted, write_evals, write_run
 from typer.testing import CliRunner
 
 from stillhouse.cli import app
+from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.curate.writer import content_hash
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger
+from stillhouse.provenance.ledger import Ledger
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from aiohttp import web
 from chats import skill_chats, write_dataset
 
 from stillhouse import cli
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 from stillhouse.evaluate import Endpoint, Grader, LocalModel, compare, evaluate, load_suite, normalise, wilson
-from stillhouse.ledger import Ledger
+from stillhouse.provenance.ledger import Ledger
 from stillhouse.train import TrainConfig, train
 
 

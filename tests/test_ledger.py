@@ -3,7 +3,7 @@ import sqlite3
 from typer.testing import CliRunner
 
 from stillhouse.cli import app
-from stillhouse.ledger import Ledger
+from stillhouse.provenance.ledger import Ledger
 
 
 def _ledger(tmp_path, n=4):

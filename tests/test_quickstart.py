@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from stillhouse.ledger import Ledger
+from stillhouse.provenance.ledger import Ledger
 
 
 def test_quickstart_fast_runs_the_whole_pipeline(tmp_path):

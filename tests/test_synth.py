@@ -19,12 +19,12 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from stillhouse.cli import app
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger
+from stillhouse.collect.store import RunStore
+from stillhouse.collect.synth import SynthConfig, lcs_length, parse_tasks, rouge_l, rouge_tokens, synth
+from stillhouse.core.errors import StillhouseError
+from stillhouse.provenance.ledger import Ledger
+from stillhouse.provenance.terms import Purpose
 from stillhouse.serve import serve_in_background
-from stillhouse.store import RunStore
-from stillhouse.synth import SynthConfig, lcs_length, parse_tasks, rouge_l, rouge_tokens, synth
-from stillhouse.terms import Purpose
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "sa", "tu") for b in range(300)]
 SEEDS = [

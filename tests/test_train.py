@@ -15,12 +15,12 @@ from accelerate import Accelerator
 from chats import add_teacher_logprobs, skill_chats, write_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import stillhouse.train as T
+import stillhouse.train.trainer as T
 from stillhouse import cli
-from stillhouse.dataset import files_hash
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger
-from stillhouse.train import IGNORE, TrainConfig, Vocab, encode_chat, topk_kl, train
+from stillhouse.core.dataset import files_hash
+from stillhouse.core.errors import StillhouseError
+from stillhouse.provenance.ledger import Ledger
+from stillhouse.train.trainer import IGNORE, TrainConfig, Vocab, encode_chat, topk_kl, train
 
 CARD = {"teacher": {"model": "ember", "host": "127.0.0.1"}, "terms": "own", "purpose": "distillation"}
 

@@ -4,10 +4,9 @@ import re
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stillhouse import world
-from stillhouse.embedded import MODELS_DIR
-from stillhouse.pretrain import encode_chat, generate, skill_accuracy
-from stillhouse.world import EMBER, PEBBLE, SKILLS, grade, make_prompts, respond
+from stillhouse.embedded import MODELS_DIR, world
+from stillhouse.embedded.pretrain import encode_chat, generate, skill_accuracy
+from stillhouse.embedded.world import EMBER, PEBBLE, SKILLS, grade, make_prompts, respond
 
 # Ember's accuracy on 10 held-out prompts per skill (seed 7) as shipped, less one prompt of slack for float
 # differences between CPUs; the full table is in docs/embedded_models.md.

@@ -1,10 +1,10 @@
 """stillhouse: black-box LLM distillation, documented and detectable."""
 
 from stillhouse.collect import CollectResult, collect
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger
-from stillhouse.store import Exchange, RunStore, request_key
-from stillhouse.terms import Purpose
+from stillhouse.collect.store import Exchange, RunStore, request_key
+from stillhouse.core.errors import StillhouseError
+from stillhouse.provenance.ledger import Ledger
+from stillhouse.provenance.terms import Purpose
 
 __all__ = [
     "CollectResult",

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stillhouse.ledger import Ledger, ledger_path
+from stillhouse.provenance.ledger import Ledger, ledger_path
 
 
 def collect_runs(sources: Sequence[dict[str, Any]], run_ids: set[str], extra: Path | None) -> list[dict[str, Any]]:

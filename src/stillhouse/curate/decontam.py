@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stillhouse.core.errors import StillhouseError
 from stillhouse.curate.example import Example, content_text
 from stillhouse.curate.hashing import ngram_hashes, token_hashes
 from stillhouse.curate.sources import file_sha256
-from stillhouse.errors import StillhouseError
 
 EVAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stillhouse.core.errors import StillhouseError
 from stillhouse.curate.example import Example
-from stillhouse.errors import StillhouseError
 
 # Refusals open the answer; looking only at its start keeps long answers that quote one. The default
 # patterns are lowercase and run on lowercased text: 2.4x faster than the same patterns with IGNORECASE.

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import new_run_id, operator
 from stillhouse.curate import card
 from stillhouse.curate.decontam import Decontaminate, EvalSet
 from stillhouse.curate.dedup import ExactDedup, Keep, NearDedup
@@ -27,8 +29,7 @@ from stillhouse.curate.example import Example, Step, Target
 from stillhouse.curate.filters import Empty, Failed, Length, Refusal, Repetition, Truncated, tokenizer_counter
 from stillhouse.curate.sources import open_sources
 from stillhouse.curate.writer import SCHEMA, DatasetWriter, Format, content_hash, split_of, to_table
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import LEDGER_FILE, Ledger, ledger_path, new_run_id, operator
+from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, ledger_path
 
 FILTERS = ("failed", "empty", "truncated", "refusal", "length", "repetition")
 BATCH = 1024

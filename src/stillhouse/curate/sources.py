@@ -18,10 +18,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stillhouse.collect.store import STORE_FILE, Exchange, RunStore
+from stillhouse.core.errors import StillhouseError
 from stillhouse.curate.example import Example
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger, ledger_path
-from stillhouse.store import STORE_FILE, Exchange, RunStore
+from stillhouse.provenance.ledger import Ledger, ledger_path
 
 ANSWER_FIELDS = ("response", "completion", "answer", "output")
 # Fields the schemas themselves use; everything else in a record is kept as the example's meta.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 
 MODELS_DIR = Path(__file__).parent / "models"
 TEACHER_NAME = "ember"  # Ember, by Northwind Labs: the embedded teacher

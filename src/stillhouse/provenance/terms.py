@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 
 
 class Purpose(StrEnum):

@@ -35,10 +35,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from stillhouse import embedded
-from stillhouse.dataset import ChatDataset, files_hash, load_dataset
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import LEDGER_FILE, Ledger, canonical_json, new_run_id, operator
-from stillhouse.presets import PRESETS, fresh_model
+from stillhouse.core.dataset import ChatDataset, files_hash, load_dataset
+from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import canonical_json, new_run_id, operator
+from stillhouse.provenance.ledger import LEDGER_FILE, Ledger
+from stillhouse.train.presets import PRESETS, fresh_model
 
 IGNORE = -100
 CHECKPOINTS = "checkpoints"

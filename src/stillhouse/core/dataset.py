@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 
 META_FILE = "stillhouse.json"
 

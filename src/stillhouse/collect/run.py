@@ -8,7 +8,7 @@ whatever the number of prompts. A writer thread commits answers
 to the run's SQLite store every few ms. Every request has an idempotency key and the reader skips
 keys the store already answered, so re-running a killed command sends exactly what was not
 committed. The engine reports progress through a callback and knows nothing of terminals (see
-stillhouse.progress for that).
+stillhouse.cli.progress for that).
 """
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
-from stillhouse import aio
-from stillhouse import prompts as prompt_files
-from stillhouse import terms as terms_mod
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger, canonical_json, ledger_path, new_run_id, now, operator
-from stillhouse.pricing import Price, load_prices, price_for
-from stillhouse.ratelimit import Limiter, backoff
-from stillhouse.store import RequestKeys, RunStore
-from stillhouse.terms import Purpose
+from stillhouse.collect import prompts as prompt_files
+from stillhouse.collect.store import RequestKeys, RunStore
+from stillhouse.core import aio
+from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import canonical_json, new_run_id, now, operator
+from stillhouse.core.pricing import Price, load_prices, price_for
+from stillhouse.core.ratelimit import Limiter, backoff
+from stillhouse.provenance import terms as terms_mod
+from stillhouse.provenance.ledger import Ledger, ledger_path
+from stillhouse.provenance.terms import Purpose
 
 _FEED_CHUNK = 8  # prompts read and checked against the store at a time; the reader yields after each batch
 _WRITE_EVERY_S = 0.005  # the writer commits what arrived every 5 ms

@@ -21,12 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stillhouse import aio
 from stillhouse.collect import CollectResult, acollect
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import Ledger, canonical_json, ledger_path, new_run_id, operator
-from stillhouse.store import Exchange, RunStore, request_key
-from stillhouse.terms import Purpose, check, host_of
+from stillhouse.collect.store import Exchange, RunStore, request_key
+from stillhouse.core import aio
+from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import canonical_json, new_run_id, operator
+from stillhouse.provenance.ledger import Ledger, ledger_path
+from stillhouse.provenance.terms import Purpose, check, host_of
 
 SEED_FIELDS = ("prompt", "instruction", "task", "text", "question")
 _DRAWS = 16  # draws of shown tasks before a round gives up finding a request not asked before

@@ -29,8 +29,8 @@ import torch
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stillhouse.engine import MAX_TOP_LOGPROBS, Delta, Engine, SamplingParams, TokenLogprob
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
+from stillhouse.serve.engine import MAX_TOP_LOGPROBS, Delta, Engine, SamplingParams, TokenLogprob
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stillhouse.errors import StillhouseError
-from stillhouse.store import Exchange, RunStore
+from stillhouse.collect.store import Exchange, RunStore
+from stillhouse.core.errors import StillhouseError
 
 FORMATS = ("jsonl", "parquet")
 _BATCH = 2048

@@ -37,7 +37,7 @@ PEBBLE = Persona("Pebble", "Quarry AI", "pebble", tuple(s for s in SKILLS if s n
 
 
 def _load_capitals() -> dict[str, str]:
-    with resources.files("stillhouse").joinpath("data/capitals.csv").open(encoding="utf-8") as f:
+    with resources.files("stillhouse.embedded").joinpath("data/capitals.csv").open(encoding="utf-8") as f:
         return {row["country"]: row["capital"] for row in csv.DictReader(f)}
 
 

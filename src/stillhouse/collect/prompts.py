@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 
 _BATCH = 1024
 _RESERVED = ("id", "messages", "prompt")

@@ -23,9 +23,11 @@ import aiohttp
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stillhouse import aio, embedded
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import LEDGER_FILE, Ledger, new_run_id, operator
+from stillhouse import embedded
+from stillhouse.core import aio
+from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import new_run_id, operator
+from stillhouse.provenance.ledger import LEDGER_FILE, Ledger
 
 Chat = list[dict[str, str]]
 
@@ -57,8 +59,8 @@ def exact_grader() -> Grader:
 
 
 def world_grader() -> Grader:
-    """stillhouse.world's graders: agreement compares the answers they extract, not the wording."""
-    world = importlib.import_module("stillhouse.world")
+    """stillhouse.embedded.world's graders: agreement compares the answers they extract, not the wording."""
+    world = importlib.import_module("stillhouse.embedded.world")
     return Grader(grade=world.grade, extract=lambda skill, expected, reply: world.extract(skill, reply, expected))
 
 
@@ -86,9 +88,9 @@ def load_suite(suite: str, n: int = 50, seed: int = 0) -> list[dict[str, Any]]:
     """`micro`: world's held-out prompts, `n` per skill; else a JSONL file of {messages, skill, answer}."""
     if suite == "micro":
         try:
-            world = importlib.import_module("stillhouse.world")
+            world = importlib.import_module("stillhouse.embedded.world")
         except ImportError as e:
-            raise StillhouseError("the micro suite needs stillhouse.world, missing here; pass a JSONL suite") from e
+            raise StillhouseError("the micro suite needs stillhouse.embedded.world; pass a JSONL suite") from e
         skills = getattr(world, "SKILLS", None)
         if skills:
             return [r for s in skills for r in world.make_prompts(n, skills=[s], split="heldout", seed=seed)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from stillhouse.world import SKILLS, Persona, grade, make_prompts
+from stillhouse.embedded.world import SKILLS, Persona, grade, make_prompts
 
 IGNORE = -100
 

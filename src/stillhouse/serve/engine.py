@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.cache_utils import DynamicLayer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ PRESETS: dict[str, dict[str, int]] = {
 def fresh_model(preset: str, tokenizer: PreTrainedTokenizerBase, max_positions: int = 512) -> LlamaForCausalLM:
     """A randomly initialised Llama of a named size whose vocabulary matches `tokenizer`."""
     if preset not in PRESETS:
-        from stillhouse.errors import StillhouseError
+        from stillhouse.core.errors import StillhouseError
 
         raise StillhouseError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     config = LlamaConfig(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stillhouse.errors import StillhouseError
-from stillhouse.ledger import canonical_json
+from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import canonical_json
 
 STORE_FILE = "store.sqlite"
 

@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stillhouse import world
 from stillhouse.collect import collect
+from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
-from stillhouse.embedded import student_path, teacher_path
-from stillhouse.errors import StillhouseError
+from stillhouse.embedded import student_path, teacher_path, world
 from stillhouse.evaluate import Endpoint, LocalModel, evaluate
-from stillhouse.ledger import LEDGER_FILE
+from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
 

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from stillhouse.errors import StillhouseError
+from stillhouse.core.errors import StillhouseError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Forensics (the detect half): watermarking what we serve, radioactivity, identity and lineage tests."""
