@@ -121,7 +121,9 @@ def write_run(run_dir: Path, p: Planted, *, terms: str = "own", purpose: str = "
             "collect.start",
             {"teacher": teacher, "terms": terms, "purpose": purpose, "permission": None},
         )
-        led.append("collect-test-1", "collect.end", {"ok": len(p.exchanges) - 1, "failed": 1})
+        led.append(
+            "collect-test-1", "collect.end", {"succeeded": len(p.exchanges) - 1, "failed": 1, "ok": True, "error": None}
+        )
     return run_dir
 
 

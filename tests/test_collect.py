@@ -50,8 +50,13 @@ def test_collect_answers_each_prompt_once_and_resumes_with_nothing_to_send(tmp_p
     first = runs[0]
     assert first["teacher"]["model"] == MODEL and first["teacher"]["host"] == "127.0.0.1"
     assert first["teacher"]["fingerprints"] == ["fp_test"] and first["system_fingerprints"] == ["fp_test"]
-    assert (first["purpose"], first["ok"], first["failed"], first["stop_reason"]) == ("distillation", 120, 0, "done")
-    assert first["operator"] and runs[1]["ok"] == 0 and runs[1]["skipped"] == 120
+    assert (first["purpose"], first["succeeded"], first["failed"], first["stop_reason"]) == (
+        "distillation",
+        120,
+        0,
+        "done",
+    )
+    assert first["operator"] and runs[1]["succeeded"] == 0 and runs[1]["skipped"] == 120
 
 
 def test_changing_a_parameter_makes_new_keys_not_a_mix(tmp_path: Path) -> None:

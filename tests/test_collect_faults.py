@@ -156,7 +156,7 @@ def test_401_stops_the_whole_run_at_once_with_one_line(tmp_path: Path) -> None:
         assert len(up.calls) <= 4  # the first wave only
     with Ledger(tmp_path / "r" / "ledger.sqlite") as led:
         (summary,) = led.runs()
-    assert summary["stop_reason"].startswith("error: HTTP 401") and summary["ok"] == 0
+    assert summary["stop_reason"].startswith("error: HTTP 401") and summary["succeeded"] == 0 and summary["ok"] is False
 
 
 def test_a_run_whose_every_request_is_rejected_gives_up_early(tmp_path: Path) -> None:

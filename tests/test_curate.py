@@ -8,9 +8,9 @@ from curate_data import EVAL_A, planted, write_evals, write_run
 from typer.testing import CliRunner
 
 from stillhouse.cli import app
+from stillhouse.core.dataset import content_hash
 from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
-from stillhouse.curate.writer import content_hash
 from stillhouse.provenance.ledger import Ledger
 
 
@@ -72,8 +72,7 @@ def test_dataset_loads_with_datasets_and_card_and_ledger_tell_its_story(tmp_path
     assert run["outputs"]["content_hash"] == result.content_hash
     assert run["source_runs"] == ["collect-test-1"]
     assert run["teachers"] == [{"host": "127.0.0.1", "model": "ember", "base_url": "http://127.0.0.1:9/v1"}]
-    files = sorted((tmp_path / "ds" / "data").iterdir())
-    assert content_hash(tmp_path / "ds", files)[0] == result.content_hash
+    assert content_hash(tmp_path / "ds")[0] == result.content_hash
 
 
 def test_keep_best_keeps_the_highest_scored_duplicate(tmp_path):
@@ -91,7 +90,7 @@ def test_keep_best_keeps_the_highest_scored_duplicate(tmp_path):
 
 
 def test_filters_switch_off_and_refusal_patterns_extend(tmp_path, run_dir):
-    config = CurateConfig(skip=("refusal", "truncated"), refusal_patterns=(r"\bthe cat sat\b",), near_dedup=False)
+    config = CurateConfig(no_filter=["refusal", "truncated"], refusal_pattern=[r"\bthe cat sat\b"], near_dedup=False)
     result = curate([run_dir], tmp_path / "ds", config=config)
     dropped = _dropped(result)
     assert "refusal" not in dropped and "truncated" not in dropped and "near_dedup" not in dropped
@@ -105,7 +104,7 @@ def test_length_bounds_count_estimated_or_real_tokens(tmp_path, run_dir, tiny_mo
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     real = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers]
     only_length = dict(
-        skip=("failed", "empty", "truncated", "refusal", "repetition"), exact_dedup=False, near_dedup=False
+        no_filter=["failed", "empty", "truncated", "refusal", "repetition"], exact_dedup=False, near_dedup=False
     )
     cap = int(np.median(real))
     exact = curate(

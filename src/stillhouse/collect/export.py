@@ -9,12 +9,13 @@ from typing import Any
 
 from stillhouse.collect.store import Exchange, RunStore
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.outputs import atomic_write, check_output
 
 FORMATS = ("jsonl", "parquet")
 _BATCH = 2048
 
 
-def export(run_dir: str | Path, output: str | Path, fmt: str = "jsonl") -> int:
+def export(run_dir: str | Path, output: str | Path, fmt: str = "jsonl", *, overwrite: bool = False) -> int:
     """Write every answered exchange of `run_dir` to `output`; return how many were written.
 
     One record per request: key, prompt_id, sample, model, prompt (the last user message), messages,
@@ -23,14 +24,10 @@ def export(run_dir: str | Path, output: str | Path, fmt: str = "jsonl") -> int:
     """
     if fmt not in FORMATS:
         raise StillhouseError(f"unknown export format '{fmt}'; use one of: {', '.join(FORMATS)}")
-    output = Path(output)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with RunStore(run_dir, create=False) as store:
-            records = (record(e) for e in store.exchanges("ok"))
-            return _jsonl(records, output) if fmt == "jsonl" else _parquet(records, output)
-    except OSError as e:
-        raise StillhouseError(f"cannot write {output}: {e.strerror or e}") from None
+    output = check_output(output, overwrite=overwrite, inputs=[run_dir])
+    with RunStore(run_dir, create=False) as store, atomic_write(output) as tmp:
+        records = (record(e) for e in store.exchanges("ok"))
+        return _jsonl(records, tmp) if fmt == "jsonl" else _parquet(records, tmp)
 
 
 def record(e: Exchange) -> dict[str, Any]:

@@ -17,27 +17,35 @@ import asyncio
 import collections
 import functools
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-from yarl import URL
+from pydantic import Field
 
 from stillhouse.collect import prompts as prompt_files
-from stillhouse.collect.store import RequestKeys, RunStore
+from stillhouse.collect.store import STORE_FILE, RequestKeys, RunStore
 from stillhouse.core import aio
+from stillhouse.core.client import (
+    Client,
+    api_key,
+    check_base_url,
+    error_message,
+    host_of,
+    parse_completion,
+    public_url,
+    retryable,
+)
+from stillhouse.core.config import Config
 from stillhouse.core.errors import StillhouseError
-from stillhouse.core.ids import canonical_json, new_run_id, now, operator
+from stillhouse.core.ids import canonical_json, new_run_id, now
 from stillhouse.core.pricing import Price, load_prices, price_for
 from stillhouse.core.ratelimit import Limiter, backoff
 from stillhouse.provenance import terms as terms_mod
-from stillhouse.provenance.ledger import Ledger, ledger_path
+from stillhouse.provenance.ledger import Ledger, check_ledger_path, ledger_path, stage_run
 from stillhouse.provenance.terms import Purpose
 
 _FEED_CHUNK = 8  # prompts read and checked against the store at a time; the reader yields after each batch
@@ -87,6 +95,46 @@ class CollectResult(Progress):
     run_dir: Path = field(default_factory=Path)
     stop_reason: str = "done"
     system_fingerprints: list[str] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)  # requests that failed for good, by reason
+
+
+class CollectConfig(Config):
+    """How a collection samples, paces, retries and stops; every field is also a `collect` option."""
+
+    system: str | None = Field(default=None, description="System prompt for records without one.")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Completion tokens per request.")
+    n: int | None = Field(default=None, ge=1, le=128, description="Choices per request.")
+    seed: int | None = Field(default=None, description="Sampling seed sent with each request.")
+    stop: list[str] | None = Field(default=None, description="Stop sequence (repeatable).")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="Keep the top-K logprobs of every token.")
+    params: dict[str, Any] = Field(default={}, description="Other request parameters, sent as they are.")
+    samples: int = Field(default=1, ge=1, description="Independent requests per prompt.")
+    concurrency: int = Field(default=64, ge=1, le=4096, description="Requests in flight at most.")
+    rpm: float | None = Field(default=None, gt=0, description="Requests per minute at most.")
+    tpm: float | None = Field(default=None, gt=0, description="Tokens per minute at most (estimated, reconciled).")
+    max_requests: int | None = Field(default=None, ge=1, description="Stop after this many requests (run total).")
+    max_tokens_total: int | None = Field(default=None, ge=1, description="Stop at this many tokens (run total).")
+    max_cost: float | None = Field(default=None, gt=0, description="Stop at this spend in USD (run total).")
+    prices: Path | None = Field(default=None, description="Extra model prices, JSON/TOML: {model: {input, output}}.")
+    timeout_s: float = Field(default=600.0, gt=0, description="Seconds per request before it is retried.")
+    max_retries: int = Field(default=6, ge=0, le=100, description="Retries per request (5xx, 429, timeouts).")
+    backoff_s: float = Field(default=1.0, gt=0, description="First back-off step when the server names no wait.")
+
+    def sampling(self) -> dict[str, Any]:
+        """The request's sampling parameters (part of every idempotency key)."""
+        values = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "n": self.n,
+            "seed": self.seed,
+            "stop": self.stop,
+            **({"logprobs": True, "top_logprobs": self.top_logprobs} if self.top_logprobs is not None else {}),
+            **self.params,
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
 
 async def acollect(
@@ -100,137 +148,112 @@ async def acollect(
     permission: str | None = None,
     ledger: str | Path | None = None,
     api_key_env: str | None = "OPENAI_API_KEY",
-    system: str | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    max_tokens: int | None = None,
-    n: int | None = None,
-    seed: int | None = None,
-    stop: list[str] | None = None,
-    top_logprobs: int | None = None,
-    params: dict[str, Any] | None = None,
-    samples: int = 1,
-    concurrency: int = 64,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    max_requests: int | None = None,
-    max_tokens_total: int | None = None,
-    max_cost: float | None = None,
-    prices: str | Path | None = None,
-    timeout_s: float = 600.0,
-    max_retries: int = 6,
-    backoff_s: float = 1.0,
+    config: CollectConfig | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     progress_every_s: float = 0.5,
+    **settings: Any,
 ) -> CollectResult:
     """Send each prompt (x `samples`) to `base_url`/chat/completions once and commit the answers to `out`.
 
-    Sampling parameters (temperature ... stop, `top_logprobs`, any extra `params`) go into the request
-    and its idempotency key. Caps (`max_requests`, `max_tokens_total`, `max_cost` in USD) count what the
-    run directory has spent before too, so re-running a command never spends its budget twice; when one
-    is reached, in-flight requests finish and nothing new is sent. Raises StillhouseError, before
-    anything is sent, on bad prompts, forbidden terms, a missing key or price; and during the run on
-    401/403/404 or an unwritable store, leaving the store consistent for a re-run.
+    `config` (or its fields as keywords, `settings`) sets sampling, pacing, retries and caps. Sampling
+    parameters go into the request and its idempotency key. Caps (`max_requests`, `max_tokens_total`,
+    `max_cost` in USD) count what the run directory spent before too, so re-running a command never
+    spends its budget twice; when one is reached, in-flight requests finish and nothing new is sent.
+    Raises StillhouseError, before anything is sent or created, on bad prompts, forbidden terms, a bad
+    URL, a missing key or price, an unreachable endpoint; during the run on 401/403/404 or an
+    unwritable store, leaving the store consistent for a re-run.
     """
+    if config is None:
+        config = CollectConfig(**settings)
+    elif settings:
+        raise StillhouseError("pass either `config` or its fields as keywords, not both")
     purpose = _purpose(purpose)
+    base_url = check_base_url(base_url)
+    if not model.strip():
+        raise StillhouseError("--model is empty; name the teacher model served at --base-url")
     found_terms = terms_mod.check(base_url, terms, purpose, permission)
-    if concurrency < 1 or samples < 1:
-        raise StillhouseError("--concurrency and --samples must be at least 1")
-    api_key = _api_key(api_key_env, base_url)
-    price = price_for(model, load_prices(prices))
-    if max_cost is not None and price is None:
+    key = api_key(api_key_env, base_url)
+    price = price_for(model, load_prices(config.prices))
+    if config.max_cost is not None and price is None:
         raise StillhouseError(
             f"--max-cost needs a price for model '{model}'; give one with --prices FILE "
             f'(JSON or TOML: {{"{model}": {{"input": USD per 1M tokens, "output": USD per 1M tokens}}}})'
         )
-    sampling = {
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "n": n,
-        "seed": seed,
-        "stop": stop,
-        **({"logprobs": True, "top_logprobs": top_logprobs} if top_logprobs is not None else {}),
-        **(params or {}),
-    }
-    sampling = {k: v for k, v in sampling.items() if v is not None}
-    planned = prompt_files.validate(prompts) * samples  # fails on a bad record before anything is sent
+    sampling = config.sampling()
+    planned = prompt_files.validate(prompts) * config.samples  # fails on a bad record before anything is sent
+    if planned == 0:
+        raise StillhouseError(f"{prompts} holds no prompts; nothing to collect")
+    led_path = check_ledger_path(ledger_path(out, ledger))
     run = _Run(
         prompts=Path(prompts),
-        base_url=base_url.rstrip("/"),
+        base_url=base_url,
         model=model,
         run_dir=Path(out),
-        api_key=api_key,
-        system=system,
+        api_key=key,
+        config=config,
         sampling=sampling,
-        samples=samples,
-        concurrency=concurrency,
-        limiter=Limiter(rpm, tpm),
-        caps=_Caps(max_requests, max_tokens_total, max_cost),
+        limiter=Limiter(config.rpm, config.tpm),
+        caps=_Caps(config.max_requests, config.max_tokens_total, config.max_cost),
         price=price,
-        timeout_s=timeout_s,
-        max_retries=max_retries,
-        backoff_s=backoff_s,
         on_progress=on_progress,
         progress_every_s=progress_every_s,
     )
     run.stats.planned = planned
-    config = {
+    recorded = config.model_dump(mode="json", exclude={"params"})
+    recorded |= {
         "prompts": str(Path(prompts).resolve()),
-        "base_url": _public_url(base_url),
+        "base_url": public_url(base_url),
         "model": model,
-        "system": system,
         "sampling": sampling,
-        "samples": samples,
-        "concurrency": concurrency,
-        "rpm": rpm,
-        "tpm": tpm,
-        "max_requests": max_requests,
-        "max_tokens_total": max_tokens_total,
-        "max_cost": max_cost,
-        "prices": str(prices) if prices else None,
         "price_per_1m": None if price is None else {"input": price.input, "output": price.output},
-        "api_key_env": api_key_env if api_key else None,
-        "timeout_s": timeout_s,
-        "max_retries": max_retries,
-        "store": str(run.store.path.resolve()),
+        "api_key_env": api_key_env if key else None,
+        "store": str((Path(out) / STORE_FILE).resolve()),
     }
-    teacher = {"host": terms_mod.host_of(base_url), "model": model, "base_url": _public_url(base_url)}
+    teacher = {"host": host_of(base_url), "model": model, "base_url": public_url(base_url)}
     start = {
         "teacher": teacher,
         "terms": terms or (found_terms.id if found_terms else None),
         "terms_clause": found_terms.clause if found_terms else None,
         "purpose": str(purpose),
         "permission": permission,
-        "operator": operator(),
-        "config": config,
+        "config": recorded,
     }
-    with Ledger(ledger_path(out, ledger)) as led:
-        try:
-            await run.execute(lambda: led.append(run.run_id, "collect.start", start))
-        finally:
-            if run.started:
-                s, fps = run.stats, sorted(run.fingerprints)
-                led.append(
-                    run.run_id,
-                    "collect.end",
-                    {
-                        "teacher": {**teacher, "fingerprints": fps},
-                        "ok": s.ok,
-                        "failed": s.failed,
-                        "skipped": s.skipped,
-                        "sent": s.sent,
-                        "retries": s.retries,
-                        "prompt_tokens": s.prompt_tokens,
-                        "completion_tokens": s.completion_tokens,
-                        "cost": round(s.cost, 6),
-                        "priced": price is not None,
-                        "system_fingerprints": fps,
-                        "stop_reason": run.stop_reason,
-                        "elapsed_s": round(s.elapsed_s, 3),
-                    },
-                )
+    await run.execute(lambda: _open_record(run, led_path, start, teacher))
     return run.result()
+
+
+def _open_record(run: _Run, path: Path, start: dict[str, Any], teacher: dict[str, Any]) -> Callable[[], None]:
+    """Write collect.start once the endpoint answered; returns what writes collect.end."""
+    led = Ledger(path)
+    cm = stage_run(led, "collect", start, run.run_id)
+    record = cm.__enter__()
+
+    def finish(error: BaseException | None) -> None:
+        s, fps = run.stats, sorted(run.fingerprints)
+        record.end.update(
+            {
+                "teacher": {**teacher, "fingerprints": fps},
+                "succeeded": s.ok,
+                "failed": s.failed,
+                "failures": dict(run.failures),
+                "skipped": s.skipped,
+                "sent": s.sent,
+                "retries": s.retries,
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "cost": round(s.cost, 6),
+                "priced": run.price is not None,
+                "system_fingerprints": fps,
+                "stop_reason": run.stop_reason,
+                "elapsed_s": round(s.elapsed_s, 3),
+            }
+        )
+        try:
+            cm.__exit__(type(error), error, None) if error else cm.__exit__(None, None, None)
+        finally:
+            led.close()
+
+    return finish
 
 
 def _blocking(run: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
@@ -276,36 +299,28 @@ class _Run:
         model: str,
         run_dir: Path,
         api_key: str | None,
-        system: str | None,
+        config: CollectConfig,
         sampling: dict[str, Any],
-        samples: int,
-        concurrency: int,
         limiter: Limiter,
         caps: _Caps,
         price: Price | None,
-        timeout_s: float,
-        max_retries: int,
-        backoff_s: float,
         on_progress: Callable[[Progress], None] | None,
         progress_every_s: float,
     ):
         self.prompts, self.base_url, self.model, self.run_dir = prompts, base_url, model, run_dir
-        self.api_key, self.system, self.sampling, self.samples = api_key, system, sampling, samples
-        self.concurrency, self.limiter, self.caps, self.price = concurrency, limiter, caps, price
-        self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
+        self.api_key, self.config, self.sampling = api_key, config, sampling
+        self.system, self.samples, self.concurrency = config.system, config.samples, config.concurrency
+        self.limiter, self.caps, self.price = limiter, caps, price
+        self.max_retries, self.backoff_s = config.max_retries, config.backoff_s
         self.on_progress, self.progress_every_s = on_progress, progress_every_s
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self._url = URL(self.url)
         self._keys = RequestKeys(self.base_url, model, sampling)
         self._body_head = f'{{"model":{canonical_json(model)},"messages":'  # the body: model, messages, sampling
         self._body_tail = f",{canonical_json(sampling)[1:-1]}}}" if sampling else "}"
         self.run_id = new_run_id("collect")
-        self.store = RunStore(run_dir)
-        self.prior = self.store.counts()  # what earlier invocations spent: the caps count it too
         self.stats = Progress()
         self.fingerprints: set[str] = set()
+        self.failures: collections.Counter[str] = collections.Counter()  # final failures, by reason
         self.stop_reason = "done"
-        self.started = False
         self.fatal: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[str] = set()  # keys queued or in flight, until their row is committed
@@ -318,45 +333,57 @@ class _Run:
 
     # -- the run -------------------------------------------------------------------------------
 
-    async def execute(self, on_start: Callable[[], object]) -> None:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(30.0, self.timeout_s))
+    async def execute(self, open_record: Callable[[], Callable[[BaseException | None], None]]) -> None:
+        """Reach the endpoint, then create the store and the ledger's start entry, and run to the end."""
+        client = Client(
+            self.base_url,
+            self.api_key,
+            concurrency=self.concurrency,
+            timeout_s=self.config.timeout_s,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+        )
+        finish: Callable[[BaseException | None], None] | None = None
+        store: RunStore | None = None
         try:
-            # per request, aiohttp would parse the URL, merge headers and run a cookie jar: done once here
-            session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers=headers, cookie_jar=aiohttp.DummyCookieJar()
-            )
-            async with session:
-                await self._preflight(session)
-                on_start()
-                self.started = True
-                self._writer = _Writer(self.store.run_dir, asyncio.get_running_loop(), self._abort)
+            async with client:
+                self._client = client
+                await client.preflight()  # nothing is created for an endpoint that does not answer
+                store = self.store = RunStore(self.run_dir)
+                self.prior = store.counts()  # what earlier invocations spent: the caps count it too
+                finish = open_record()
+                self._writer = _Writer(store.run_dir, asyncio.get_running_loop(), self._abort)
                 self._writer.start()
                 self._t0 = time.monotonic()
                 try:
-                    await self._run_tasks(session)
+                    await self._run_tasks()
                 finally:
                     self._writer.close()
                     self.stats.elapsed_s = time.monotonic() - self._t0
                     self.fatal = self.fatal or self._writer.error  # a failure of the last commit too
-        except asyncio.CancelledError:
-            self.stop_reason = "interrupted"
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt):
+                self.stop_reason = "interrupted"
+            if finish is not None:
+                finish(e)
             raise
         finally:
-            self.store.close()
+            if store is not None:
+                store.close()
         if self.fatal is not None:
             self.stop_reason = f"error: {self.fatal}" if isinstance(self.fatal, StillhouseError) else "error"
+            if finish is not None:
+                finish(self.fatal)
             raise self.fatal
+        if finish is not None:
+            finish(None)
 
-    async def _run_tasks(self, session: aiohttp.ClientSession) -> None:
+    async def _run_tasks(self) -> None:
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()  # admitted requests (None: stop)
         self._due: collections.deque[_Request] = collections.deque()  # retries whose wait is over: served first
         self._room = asyncio.Semaphore(2 * self.concurrency)  # fresh requests waiting in the queue, at most
         self._tasks = [asyncio.create_task(self._guard(self._feed()))]
-        self._tasks += [asyncio.create_task(self._guard(self._work(session))) for _ in range(self.concurrency)]
+        self._tasks += [asyncio.create_task(self._guard(self._work())) for _ in range(self.concurrency)]
         ticker = asyncio.create_task(self._tick()) if self.on_progress else None
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -382,14 +409,6 @@ class _Run:
         for t in self._tasks:
             t.cancel()
 
-    async def _preflight(self, session: aiohttp.ClientSession) -> None:
-        """Fail with one line if nothing answers at the base URL (any HTTP status will do)."""
-        try:
-            async with session.get(self.base_url + "/models", timeout=aiohttp.ClientTimeout(total=30)) as r:
-                await r.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise StillhouseError(f"cannot reach {_public_url(self.base_url)}: {_describe(e)}") from None
-
     async def _tick(self) -> None:
         assert self.on_progress is not None
         while True:
@@ -409,6 +428,7 @@ class _Run:
             run_dir=self.run_dir,
             stop_reason=self.stop_reason,
             system_fingerprints=sorted(self.fingerprints),
+            failures=dict(self.failures.most_common()),
         )
 
     # -- reader ----------------------------------------------------------------------------------
@@ -511,15 +531,15 @@ class _Run:
 
     # -- workers ---------------------------------------------------------------------------------
 
-    async def _work(self, session: aiohttp.ClientSession) -> None:
+    async def _work(self) -> None:
         while (req := self._due.popleft() if self._due else await self._queue.get()) is not None:
             if req is _WAKE:
                 continue
             if req.attempt == 0:
                 self._room.release()
-            await self._attempt(session, req)
+            await self._attempt(req)
 
-    async def _attempt(self, session: aiohttp.ClientSession, req: _Request) -> None:
+    async def _attempt(self, req: _Request) -> None:
         """Send once. A retry is scheduled back into the queue when due, so its worker moves on."""
         s = self.stats
         expected = req.tokens + req.completion
@@ -527,32 +547,27 @@ class _Run:
         if self.fatal is not None:  # cancellation lands only at the next suspension: not past here
             return
         s.in_flight += 1
-        retry_at = None
-        try:
-            async with session.post(self._url, data=req.body) as r:
-                raw = await r.read()
-                status, headers = r.status, r.headers
-        except (aiohttp.ClientError, TimeoutError) as e:
-            status, error = 0, _describe(e)
+        reply = await self._client.post(req.body)
+        s.in_flight -= 1
+        status, raw, retry_at = reply.status, reply.raw, None
+        if not status:
+            error = reply.error
         else:
-            retry_at = self.limiter.observe(status, headers, expected)
+            retry_at = self.limiter.observe(status, reply.headers, expected)
             if status == 200:
-                data = _answer(raw)
+                data = parse_completion(raw)
                 if data is not None:
                     self._record_ok(req, raw, data, expected)
                     return
                 error = f"malformed answer: {raw[:200].decode(errors='replace')!r}"
             else:
-                error = f"HTTP {status}: {_message(raw)}"
-        finally:
-            s.in_flight -= 1
+                error = f"HTTP {status}: {error_message(raw)}"
         if status in (401, 403, 404):
             self._abort(StillhouseError(self._fatal_line(status, raw)))
             return
         self.limiter.reconcile(expected, 0)
-        retryable = status in (0, 200, 408, 409, 429) or status >= 500
-        if not retryable or req.attempt >= self.max_retries:
-            self._record_failed(req, self._redact(error))
+        if not (status == 200 or retryable(status)) or req.attempt >= self.max_retries:
+            self._record_failed(req, self._client.redact(error))
             return
         delay = backoff(req.attempt, self.backoff_s) if retry_at is None else retry_at - time.monotonic()
         req.attempt += 1
@@ -590,6 +605,7 @@ class _Run:
     def _record_failed(self, req: _Request, error: str) -> None:
         s = self.stats
         s.failed += 1
+        self.failures[error[:200]] += 1
         row = (req.key, req.prompt_id, req.sample, req.body.decode(), None, "error", error)
         self._writer.put((*row, 0, 0, 0.0, req.attempt + 1, None, self.run_id, now(), req.meta))
         self._settle(req)
@@ -597,14 +613,11 @@ class _Run:
             self._abort(StillhouseError(f"{s.failed} requests failed and none succeeded; last: {error}"))
 
     def _fatal_line(self, status: int, raw: bytes) -> str:
-        msg = self._redact(_message(raw))
-        url = _public_url(self.url)
+        msg = self._client.redact(error_message(raw))
+        url = public_url(str(self._client.chat_url))
         if status == 404:
             return f"HTTP 404 from {url}: {msg} (is '{self.model}' served there, and does --base-url end in /v1?)"
         return f"HTTP {status} from {url}: {msg} (check the API key; the run stopped, re-run to resume)"
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self.api_key, "***") if self.api_key else text
 
 
 class _Writer(threading.Thread):
@@ -648,53 +661,6 @@ def _max_tokens(sampling: dict[str, Any]) -> int | None:
     """The completion budget per request the sampling parameters set, if any (times n choices)."""
     mt = sampling.get("max_tokens") or sampling.get("max_completion_tokens")
     return mt * (sampling.get("n") or 1) if mt else None
-
-
-def _answer(raw: bytes) -> dict[str, Any] | None:
-    """The parsed answer, or None when it is not a chat completion (garbage, truncated, an error body)."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        return None
-    return data
-
-
-def _message(raw: bytes) -> str:
-    """The error message of an OpenAI-style error body, else the start of the body."""
-    try:
-        err = json.loads(raw).get("error")
-        msg = err.get("message") if isinstance(err, dict) else err
-        if msg:
-            return str(msg)[:300]
-    except (ValueError, AttributeError):
-        pass
-    return raw[:300].decode(errors="replace").strip() or "(empty body)"
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-
-
-def _public_url(url: str) -> str:
-    """The URL without credentials or query string, safe for the ledger and messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _api_key(env: str | None, base_url: str) -> str | None:
-    key = os.environ.get(env) if env else None
-    if key or not env or terms_mod.is_local(base_url):
-        return key or None
-    raise StillhouseError(
-        f"no API key: set ${env}, or name the variable that holds it with --api-key-env "
-        "(pass --api-key-env '' for an endpoint that needs none)"
-    )
 
 
 def _purpose(value: Purpose | str) -> Purpose:

@@ -143,13 +143,17 @@ class RunStore:
                 f"{self.run_dir} is not a run directory (no {STORE_FILE}); run `stillhouse collect` first"
             )
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
-            self._db.executescript(_SCHEMA)
+            if create:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=30)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+                self._db.executescript(_SCHEMA)
+            else:  # reading a run never changes it
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self._db.execute("SELECT key FROM exchanges LIMIT 1").fetchall()
         except (sqlite3.DatabaseError, OSError) as e:
-            raise StillhouseError(f"cannot open run store {self.path}: {e}") from e
+            raise StillhouseError(f"cannot open run store {self.path}: {e} (is it a stillhouse run store?)") from None
 
     def close(self) -> None:
         self._db.close()

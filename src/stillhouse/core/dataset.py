@@ -1,26 +1,174 @@
-"""Curated datasets as training and distillation see them: chat rows, their card, and their hash.
+"""The curated-dataset format: the one contract between `curate` (which writes it) and `train` (which reads it).
 
-A curated dataset is a directory with `data/train-*.parquet` (optionally `data/validation-*.parquet`)
-holding a `messages` column in HF chat format, optional `skill` / `answer` columns, and for logit
-distillation a `logprobs` column with the teacher's OpenAI-style `choices[0].logprobs.content`.
-Its provenance (teacher, terms, purpose) is read from the card's YAML front matter or a
-`stillhouse.json`, whichever is there: training names them in the model card and the ledger.
+A dataset is a directory:
+
+    README.md                      card: YAML front matter (HF `configs` + a `stillhouse:` block), then prose
+    data/{split}-NNNNN-of-NNNNN.parquet|jsonl
+
+Every shard has the columns of `SCHEMA`: `messages` (HF chat format, the teacher's answer last),
+`logprobs` (the teacher's per-token top-k for that answer, OpenAI `choices[i].logprobs.content`
+shape, null when not collected), `id`, `prompt_id`, `source` (the collect run) and `meta` (the
+prompt record's own fields, as JSON). The card's `stillhouse:` block says where the rows came from:
+teachers, terms, declared purpose, permission, source runs, every curate step's counts, the content
+hash and the ledger head the dataset was made at. `content_hash` is the single definition of a
+dataset's identity: curate writes it, train reads it, the ledger joins on it.
+`datasets.load_dataset(DIR)` reads the directory through the card's `configs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import files_hash
 
-META_FILE = "stillhouse.json"
+Format = Literal["parquet", "jsonl"]
+FORMATS: tuple[Format, ...] = ("parquet", "jsonl")
+DATA_DIR = "data"
+CARD_FILE = "README.md"
+ROW_GROUP = 16_384  # rows buffered per Parquet row group: batch-sized groups make every reader slower
+
+_TOP = pa.struct([("token", pa.string()), ("logprob", pa.float64()), ("bytes", pa.list_(pa.int32()))])
+TOKEN_LOGPROB = pa.struct([*(_TOP[i] for i in range(_TOP.num_fields)), ("top_logprobs", pa.list_(_TOP))])
+LOGPROBS = pa.list_(TOKEN_LOGPROB)  # one answer's tokens, as an OpenAI-compatible API reports them
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+SCHEMA = pa.schema(
+    [
+        ("messages", MESSAGES),
+        ("logprobs", LOGPROBS),
+        ("id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("source", pa.string()),
+        ("meta", pa.string()),
+    ]
+)
+
+
+# ---------------------------------------------------------------- writing
+
+
+class DatasetWriter:
+    """Writes rows into size-bounded shards per split; `close` gives them their final `-of-` names."""
+
+    def __init__(self, root: Path, fmt: Format = "parquet", shard_rows: int = 100_000):
+        if fmt not in FORMATS:
+            raise StillhouseError(f"unknown dataset format '{fmt}'; use one of: {', '.join(FORMATS)}")
+        self.data, self.fmt, self.shard_rows = root / DATA_DIR, fmt, shard_rows
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.rows: Counter[str] = Counter()
+        self._shards: dict[str, list[Path]] = {}
+        self._open: dict[str, pq.ParquetWriter | IO[str]] = {}
+        self._in_shard: Counter[str] = Counter()
+        self._pending: dict[str, list[pa.Table]] = {}
+
+    def write(self, table: pa.Table, split: str) -> None:
+        """Add rows (a table of `SCHEMA`) to `split`."""
+        pending = self._pending.setdefault(split, [])
+        pending.append(table)
+        if sum(t.num_rows for t in pending) >= ROW_GROUP:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        table = pa.concat_tables(self._pending.pop(split, []) or [SCHEMA.empty_table()])
+        while table.num_rows:
+            if split not in self._open or self._in_shard[split] >= self.shard_rows:
+                self._rotate(split)
+            take = table.slice(0, self.shard_rows - self._in_shard[split])
+            out = self._open[split]
+            if isinstance(out, pq.ParquetWriter):
+                out.write_table(take)
+            else:
+                out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in _jsonl_rows(take))
+            self._in_shard[split] += take.num_rows
+            self.rows[split] += take.num_rows
+            table = table.slice(take.num_rows)
+
+    def _rotate(self, split: str) -> None:
+        if split in self._open:
+            self._open.pop(split).close()
+        path = self.data / f"{split}-{len(self._shards.setdefault(split, [])):05d}.{self.fmt}"
+        self._shards[split].append(path)
+        self._open[split] = (
+            pq.ParquetWriter(path, SCHEMA) if self.fmt == "parquet" else path.open("w", encoding="utf-8")
+        )
+        self._in_shard[split] = 0
+
+    def close(self) -> dict[str, list[Path]]:
+        """Finish every shard and rename it to its `-of-` name; an empty dataset still gets one train shard."""
+        for split in list(self._pending):
+            self._flush(split)
+        if not self._shards:
+            self._rotate("train")
+        for out in self._open.values():
+            out.close()
+        self._open.clear()
+        final: dict[str, list[Path]] = {}
+        for split, paths in self._shards.items():
+            final[split] = []
+            for i, path in enumerate(paths):
+                named = path.with_name(f"{split}-{i:05d}-of-{len(paths):05d}.{self.fmt}")
+                path.rename(named)
+                final[split].append(named)
+        return final
+
+
+def _jsonl_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """JSONL rows without the nulls Arrow fills into absent struct fields (a token with no `bytes`)."""
+    rows = table.to_pylist()
+    for r in rows:
+        if r["logprobs"] is not None:
+            r["logprobs"] = [_drop_none(t) for t in r["logprobs"]]
+    return rows
+
+
+def _drop_none(token: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in token.items() if v is not None}
+    if "top_logprobs" in out:
+        out["top_logprobs"] = [{k: v for k, v in t.items() if v is not None} for t in out["top_logprobs"]]
+    return out
+
+
+def write_card(root: Path, splits: Sequence[str], fmt: Format, block: dict[str, Any], body: str) -> None:
+    """README.md: `configs` that `datasets.load_dataset(DIR)` reads, the `stillhouse:` block, then `body`."""
+    front = {
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.{fmt}"} for s in splits]}
+        ],
+        "tags": ["stillhouse", "distillation"],
+        "stillhouse": block,
+    }
+    text = "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + body
+    (root / CARD_FILE).write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- identity
+
+
+def shard_files(root: Path) -> dict[str, list[Path]]:
+    """The shards of each split, in name order; Parquet and JSONL both count."""
+    found: dict[str, list[Path]] = {}
+    for f in sorted((root / DATA_DIR).glob("*-*.*")):
+        split, _, rest = f.name.partition("-")
+        if f.suffix[1:] in FORMATS and rest:
+            found.setdefault(split, []).append(f)
+    return found
+
+
+def content_hash(root: Path) -> tuple[str, dict[str, str]]:
+    """The dataset's identity: sha256 over its shard files (path and content), and each file's sha256."""
+    return files_hash(root, [f for files in shard_files(root).values() for f in files])
+
+
+# ---------------------------------------------------------------- reading
 
 
 @dataclass
@@ -30,7 +178,7 @@ class ChatDataset:
     path: Path
     train: list[dict[str, Any]]
     validation: list[dict[str, Any]]
-    meta: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)  # the card's `stillhouse:` block
     hash: str = ""
 
     @property
@@ -38,55 +186,92 @@ class ChatDataset:
         return any(r.get("logprobs") for r in self.train)
 
     def provenance(self) -> dict[str, Any]:
-        """teacher / terms / purpose / permission as declared by the dataset, for cards and the ledger."""
-        nested = self.meta.get("stillhouse") if isinstance(self.meta.get("stillhouse"), dict) else {}
-        found = {k: nested.get(k, self.meta.get(k)) for k in ("teacher", "terms", "purpose", "permission", "run_id")}
-        if isinstance(found["teacher"], str):  # the ledger's shape is teacher={model, host, ...}
-            found["teacher"] = {"model": found["teacher"]}
-        return {k: v for k, v in found.items() if v not in (None, "", {}, [])}
+        """What the card declares: teachers, terms, purpose, permission, source runs, the curate run."""
+        keys = ("teachers", "terms", "purposes", "permissions", "source_runs", "run_id", "ledger_anchor")
+        return {k: self.card[k] for k in keys if self.card.get(k) not in (None, "", [], {})}
 
 
 def load_dataset(path: str | Path) -> ChatDataset:
     """Read and check a curated dataset directory; a wrong shape is one clear error naming what to fix."""
     path = Path(path)
-    train_files = sorted((path / "data").glob("train-*.parquet"))
-    if not train_files:
+    shards = shard_files(path)
+    if not shards.get("train"):
         raise StillhouseError(
-            f"{path} is not a curated dataset: expected data/train-*.parquet in it (make one with `stillhouse curate`)"
+            f"{path} is not a curated dataset: expected data/train-*.parquet or .jsonl in it "
+            "(make one with `stillhouse curate`)"
         )
-    val_files = sorted((path / "data").glob("validation-*.parquet"))
+    digest, _ = content_hash(path)
     return ChatDataset(
         path=path,
-        train=_read_rows(train_files),
-        validation=_read_rows(val_files),
-        meta=read_card(path),
-        hash=files_hash(path, [*train_files, *val_files]),
+        train=_read_rows(shards["train"]),
+        validation=_read_rows(shards.get("validation", [])),
+        card=read_card(path),
+        hash=digest,
     )
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The `stillhouse:` block of the card's front matter ({} when there is no card or no block)."""
+    card = path / CARD_FILE
+    if not card.is_file():
+        return {}
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return {}
+    try:
+        front = yaml.safe_load(text[3:].split("\n---", 1)[0])
+    except yaml.YAMLError as e:
+        raise StillhouseError(f"{card}: the front matter is not valid YAML ({e}); fix or remove it") from None
+    block = front.get("stillhouse") if isinstance(front, dict) else None
+    return block if isinstance(block, dict) else {}
 
 
 def _read_rows(files: list[Path]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for f in files:
-        try:
-            table = pq.read_table(f)
-        except Exception as e:  # pyarrow raises several types for a damaged or foreign file
-            raise StillhouseError(f"cannot read {f}: {e}") from e
-        if "messages" not in table.column_names:
-            raise StillhouseError(
-                f"{f} has no 'messages' column (columns: {', '.join(table.column_names)}); "
-                "a curated dataset holds chats as a list of {role, content}"
-            )
-        for i, row in enumerate(table.to_pylist()):
-            row["messages"] = _messages(row["messages"], f, i)
-            if isinstance(row.get("logprobs"), str):
-                row["logprobs"] = json.loads(row["logprobs"])
+        for where, row in _file_rows(f):
+            if "messages" not in row:
+                raise StillhouseError(
+                    f"{where} has no 'messages' (fields: {', '.join(row)}); a curated dataset holds chats as "
+                    "a list of {role, content}"
+                )
+            row["messages"] = _messages(row["messages"], where)
+            row["logprobs"] = _logprobs(row.get("logprobs"), where)
             rows.append(row)
     return rows
 
 
-def _messages(value: Any, file: Path, i: int) -> list[dict[str, str]]:
+def _file_rows(f: Path) -> list[tuple[str, dict[str, Any]]]:
+    if f.suffix == ".parquet":
+        try:
+            table = pq.read_table(f)
+        except Exception as e:  # pyarrow raises several types for a damaged or foreign file
+            raise StillhouseError(f"cannot read {f}: {e}") from None
+        return [(f"{f} row {i}", r) for i, r in enumerate(table.to_pylist(), 1)]
+    rows = []
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise StillhouseError(f"cannot read {f}: {e}") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise StillhouseError(f"{f}:{i} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise StillhouseError(f"{f}:{i}: expected a JSON object, got {type(row).__name__}")
+        rows.append((f"{f}:{i}", row))
+    return rows
+
+
+def _messages(value: Any, where: str) -> list[dict[str, str]]:
     if isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise StillhouseError(f"{where}: 'messages' is a string that is not JSON") from None
     ok = (
         isinstance(value, list)
         and value
@@ -95,43 +280,25 @@ def _messages(value: Any, file: Path, i: int) -> list[dict[str, str]]:
         )
     )
     if not ok:
-        raise StillhouseError(f"{file} row {i}: 'messages' must be a list of {{role, content}} strings")
+        raise StillhouseError(f"{where}: 'messages' must be a list of {{role, content}} strings")
     if not any(m["role"] == "assistant" for m in value):
-        raise StillhouseError(f"{file} row {i}: the chat has no assistant turn to learn from")
+        raise StillhouseError(f"{where}: the chat has no assistant turn to learn from")
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def read_card(path: Path) -> dict[str, Any]:
-    """The dataset card's YAML front matter merged with `stillhouse.json`; either may be absent or partial."""
-    meta: dict[str, Any] = {}
-    readme = path / "README.md"
-    if readme.exists():
-        text = readme.read_text(encoding="utf-8", errors="replace")
-        if text.startswith("---"):
-            front = text[3:].split("\n---", 1)[0]
-            try:
-                loaded = yaml.safe_load(front)
-            except yaml.YAMLError:
-                loaded = None
-            if isinstance(loaded, dict):
-                meta.update(loaded)
-    side = path / META_FILE
-    if side.exists():
+def _logprobs(value: Any, where: str) -> list[dict[str, Any]] | None:
+    """The teacher's tokens for the answer; also accepts them as a JSON string or the whole `logprobs` object."""
+    if isinstance(value, str):
         try:
-            loaded = json.loads(side.read_text())
-        except json.JSONDecodeError as e:
-            raise StillhouseError(f"{side} is not valid JSON: {e}") from e
-        if isinstance(loaded, dict):
-            meta.update(loaded)
-    return meta
-
-
-def files_hash(root: Path, files: list[Path]) -> str:
-    """sha256 over (relative name, content) of each file, in name order: the identity the ledger links."""
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise StillhouseError(f"{where}: 'logprobs' is a string that is not JSON") from None
+    if isinstance(value, dict):
+        value = value.get("content")
+    if value in (None, []):
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("logprob"), int | float) for t in value
+    ):
+        raise StillhouseError(f"{where}: 'logprobs' must be a list of {{token, logprob, top_logprobs}} objects")
+    return value

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stillhouse.provenance.ledger import Ledger, ledger_path
+from stillhouse.provenance.ledger import Anchor, Ledger, ledger_path
+from stillhouse.provenance.lineage import unique
 
 
 def collect_runs(sources: Sequence[dict[str, Any]], run_ids: set[str], extra: Path | None) -> list[dict[str, Any]]:
@@ -19,11 +20,41 @@ def collect_runs(sources: Sequence[dict[str, Any]], run_ids: set[str], extra: Pa
     for path in dict.fromkeys(ledgers):
         if not path.exists():
             continue
-        with Ledger(path) as led:
+        with Ledger(path, readonly=True) as led:
             for run in led.runs():
                 if run["run_id"] in run_ids:
                     found.setdefault(run["run_id"], {**run, "ledger": str(path)})
     return [found[r] for r in sorted(found)]
+
+
+def block(
+    run_id: str,
+    content_hash: str,
+    read: int,
+    rows: Mapping[str, int],
+    dropped: Mapping[str, Mapping[str, int]],
+    source_runs: Sequence[str],
+    runs: Sequence[dict[str, Any]],
+    anchor: Anchor,
+) -> dict[str, Any]:
+    """The card's `stillhouse:` front matter: what train, the model card and `provenance` read back."""
+    return {
+        "run_id": run_id,
+        "content_hash": content_hash,
+        "read": read,
+        "rows": dict(rows),
+        "steps": {step: dict(reasons) for step, reasons in dropped.items()},
+        "source_runs": list(source_runs),
+        "collect_runs": [
+            {k: r.get(k) for k in ("run_id", "stage", "teacher", "terms", "purpose", "permission", "ledger")}
+            for r in runs
+        ],
+        "teachers": unique(r.get("teacher") for r in runs),
+        "terms": unique(r.get("terms") for r in runs),
+        "purposes": unique(r.get("purpose") for r in runs),
+        "permissions": unique(r.get("permission") for r in runs),
+        "ledger_anchor": anchor.to_json(),
+    }
 
 
 def _cell(value: Any) -> str:
@@ -47,10 +78,8 @@ def render(
     content_hash: str,
     fmt: str,
 ) -> str:
-    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
-    for split in splits:
-        lines += [f"  - split: {split}", f"    path: data/{split}-*.{fmt}"]
-    lines += ["tags:", "- stillhouse", "- distillation", "---", "", f"# {name}", ""]
+    """The card's prose: what a reader needs to trust the data (the front matter is `block`'s)."""
+    lines = [f"# {name}", ""]
     kept = sum(rows.values())
     lines += [
         f"Chat-format training data curated by stillhouse (run `{run_id}`): {kept:,} examples kept "

@@ -30,6 +30,7 @@ class Example:
     status: str = "ok"
     finish_reason: str | None = None
     logprob: float | None = None  # mean per-token log-probability of the answer, when the teacher gave them
+    logprobs: list[dict[str, Any]] | None = None  # the teacher's per-token top-k for the answer, as the API gave them
     meta: dict[str, Any] = field(default_factory=dict)
     seq: int = -1  # position in the stream, set by the runner
 

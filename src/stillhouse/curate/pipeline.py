@@ -11,69 +11,69 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field, model_validator
 
+from stillhouse.core.config import Config
+from stillhouse.core.dataset import SCHEMA, DatasetWriter, Format, content_hash, write_card
 from stillhouse.core.errors import StillhouseError
-from stillhouse.core.ids import new_run_id, operator
+from stillhouse.core.ids import new_run_id
 from stillhouse.curate import card
 from stillhouse.curate.decontam import Decontaminate, EvalSet
 from stillhouse.curate.dedup import ExactDedup, Keep, NearDedup
 from stillhouse.curate.example import Example, Step, Target
 from stillhouse.curate.filters import Empty, Failed, Length, Refusal, Repetition, Truncated, tokenizer_counter
 from stillhouse.curate.sources import open_sources
-from stillhouse.curate.writer import SCHEMA, DatasetWriter, Format, content_hash, split_of, to_table
-from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, ledger_path
+from stillhouse.curate.writer import split_of, to_table
+from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, ledger_path, stage_run
 
 FILTERS = ("failed", "empty", "truncated", "refusal", "length", "repetition")
 BATCH = 1024
 
 
-@dataclass
-class CurateConfig:
+Filter = Literal["failed", "empty", "truncated", "refusal", "length", "repetition"]
+FILTERS: tuple[str, ...] = get_args(Filter)
+
+
+class CurateConfig(Config):
     """Every knob of a curation run; recorded whole in the ledger."""
 
-    skip: tuple[str, ...] = ()  # filters switched off, by name
-    refusal_patterns: tuple[str, ...] = ()  # regular expressions added to the default list
-    min_tokens: int = 0
-    max_tokens: int | None = None
-    tokenizer: str | None = None  # a tokenizer directory; else lengths are estimated
-    repetition_ngram: int = 3
-    max_repetition: float = 0.5
-    exact_dedup: bool = True
-    near_dedup: bool = True
-    near_threshold: float = 0.8
-    near_ngram: int = 5
-    num_perm: int = 128
-    dedup_on: Target = "both"
-    keep: Keep = "first"
-    score: str = "logprob"  # what keep="best" ranks by: the answer's mean logprob, or a numeric meta field
-    decontam_ngram: int = 13
-    validation: float = 0.0  # share of prompts held out as a validation split
-    format: Format = "parquet"
-    shard_rows: int = 100_000
-    seed: int = 0
+    no_filter: list[Filter] = Field(default=[], description="Switch a filter off (repeatable).")
+    refusal_pattern: list[str] = Field(default=[], description="Regex added to the refusal list (repeatable).")
+    min_tokens: int = Field(default=0, ge=0, description="Shortest answer kept, in tokens.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Longest answer kept, in tokens.")
+    tokenizer: str | None = Field(default=None, description="Tokenizer directory for lengths (else chars/4).")
+    repetition_ngram: int = Field(default=3, ge=1, description="n for the repetition filter.")
+    max_repetition: float = Field(default=0.5, gt=0, le=1, description="Highest share of repeated word n-grams.")
+    exact_dedup: bool = Field(default=True, description="Drop exact duplicates (normalised prompt+answer).")
+    near_dedup: bool = Field(default=True, description="Drop near duplicates (MinHash LSH).")
+    threshold: float = Field(default=0.8, gt=0, lt=1, description="Near-dedup Jaccard threshold.")
+    ngram: int = Field(default=5, ge=1, description="Near-dedup word n-gram size.")
+    num_perm: int = Field(default=128, ge=2, description="MinHash permutations.")
+    dedup_on: Target = Field(default="both", description="Near-dedup on: prompt, answer or both.")
+    keep: Keep = Field(default="first", description="Of duplicates keep: first or best.")
+    score: str = Field(default="logprob", description="For --keep best: logprob, or a numeric prompt field.")
+    decontam_ngram: int = Field(default=13, ge=1, description="Decontamination n-gram size.")
+    validation: float = Field(default=0.0, ge=0, lt=1, description="Share of prompts held out for validation.")
+    format: Format = Field(default="parquet", description="Shard format: parquet or jsonl.")
+    shard_rows: int = Field(default=100_000, ge=1, description="Rows per shard.")
+    seed: int = Field(default=0, description="Seeds MinHash and the validation split.")
 
-    def validate(self) -> None:
-        problems = [f"unknown filter '{s}' (filters: {', '.join(FILTERS)})" for s in self.skip if s not in FILTERS]
-        if not 0 < self.near_threshold < 1:
-            problems.append("the near-dedup threshold must be between 0 and 1")
-        if not 0 <= self.validation < 1:
-            problems.append("the validation share must be in [0, 1)")
-        if min(self.near_ngram, self.decontam_ngram, self.repetition_ngram, self.num_perm, self.shard_rows) < 1:
-            problems.append("n-gram sizes, num_perm and shard rows must be positive")
-        if self.dedup_on not in ("prompt", "answer", "both") or self.keep not in ("first", "best"):
-            problems.append("dedup target must be prompt, answer or both, and keep first or best")
-        if self.format not in ("parquet", "jsonl"):
-            problems.append("format must be parquet or jsonl")
-        if problems:
-            raise StillhouseError("; ".join(problems))
+    @model_validator(mode="after")
+    def _lengths(self) -> CurateConfig:
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"--min-tokens {self.min_tokens} is above --max-tokens {self.max_tokens}: every answer would be dropped"
+            )
+        return self
 
 
 @dataclass
@@ -96,11 +96,11 @@ def build_steps(config: CurateConfig, evals: Sequence[EvalSet]) -> list[Step]:
         "failed": Failed(),
         "empty": Empty(),
         "truncated": Truncated(),
-        "refusal": Refusal(config.refusal_patterns),
+        "refusal": Refusal(config.refusal_pattern),
         "length": Length(config.min_tokens, config.max_tokens, count),
         "repetition": Repetition(config.repetition_ngram, config.max_repetition),
     }
-    steps = [f for name, f in filters.items() if name not in config.skip]
+    steps = [f for name, f in filters.items() if name not in config.no_filter]
     if evals:
         steps.append(Decontaminate(evals, config.decontam_ngram))
     if config.exact_dedup:
@@ -108,8 +108,8 @@ def build_steps(config: CurateConfig, evals: Sequence[EvalSet]) -> list[Step]:
     if config.near_dedup:
         steps.append(
             NearDedup(
-                config.near_threshold,
-                config.near_ngram,
+                config.threshold,
+                config.ngram,
                 config.num_perm,
                 config.dedup_on,
                 config.keep,
@@ -219,7 +219,6 @@ def curate(
     by default the first input run directory's ledger, or the dataset's own when every input is an export.
     """
     config = config or CurateConfig()
-    config.validate()
     out, paths = Path(out).resolve(), [Path(p) for p in inputs]
     if not paths:
         raise StillhouseError("no inputs: pass at least one run directory or export file")
@@ -238,47 +237,40 @@ def curate(
     first_run = next((s.path for s in sources if s.kind == "run"), None)
     final_ledger = Path(ledger) if ledger else ledger_path(first_run) if first_run else out / LEDGER_FILE
     # A ledger inside the dataset is written in the staging directory and moves with it.
-    led_path = staging / LEDGER_FILE if final_ledger == out / LEDGER_FILE else final_ledger
+    led_path = staging / LEDGER_FILE if final_ledger.resolve() == out / LEDGER_FILE else final_ledger
     described = [s.describe() for s in sources]
     settings = {s.name: s.describe() for s in steps}
+    start = {
+        "config": config.model_dump(),
+        "inputs": described,
+        "evals": settings.get("decontamination", {}).get("sets", {}),
+        "output": str(out),
+    }
     staging.mkdir(parents=True)
     try:
-        led = Ledger(led_path)
-    except BaseException:
-        shutil.rmtree(staging)
-        raise
-    try:
-        led.append(
-            run_id,
-            "curate.start",
-            {
-                "operator": operator(),
-                "config": asdict(config),
-                "inputs": described,
-                "evals": settings.get("decontamination", {}).get("sets", {}),
-                "output": str(out),
-            },
-        )
-        run = _Run(steps)
-        writer = DatasetWriter(staging, config.format, config.shard_rows)
-        batches = run(chain.from_iterable(s.examples() for s in sources))
-        if config.keep == "best" and (config.exact_dedup or config.near_dedup):
-            _keep_best(run, batches, writer, config, staging / "spool.parquet")
-        else:
-            for batch in batches:
-                _write_split(writer, batch, config)
-        shards = writer.close()
-        digest, files = content_hash(staging, [p for paths_ in shards.values() for p in paths_])
-        rows = {split: writer.rows[split] for split in shards}
-        dropped = {name: dict(c) for name, c in run.dropped.items()}
-        runs = card.collect_runs(described, set(run.sources), Path(ledger) if ledger else None)
-        (staging / "README.md").write_text(
-            card.render(
+        with Ledger(led_path) as led, stage_run(led, "curate", start, run_id) as record:
+            anchor = replace(led.head(), ledger=str(final_ledger.resolve()))
+            run = _Run(steps)
+            writer = DatasetWriter(staging, config.format, config.shard_rows)
+            batches = run(chain.from_iterable(s.examples() for s in sources))
+            if config.keep == "best" and (config.exact_dedup or config.near_dedup):
+                _keep_best(run, batches, writer, config, staging / "spool.parquet")
+            else:
+                for batch in batches:
+                    _write_split(writer, batch, config)
+            shards = writer.close()
+            digest, files = content_hash(staging)
+            rows = {split: writer.rows[split] for split in shards}
+            dropped = {name: dict(c) for name, c in run.dropped.items()}
+            runs = card.collect_runs(described, set(run.sources), Path(ledger) if ledger else None)
+            block = card.block(run_id, digest, run.read, rows, dropped, sorted(run.sources), runs, anchor)
+            splits = sorted(shards, key=lambda split: split != "train")
+            body = card.render(
                 name=out.name,
                 run_id=run_id,
                 ledger=final_ledger,
                 read=run.read,
-                splits={k: [p.name for p in v] for k, v in sorted(shards.items(), key=lambda kv: kv[0] != "train")},
+                splits={k: [p.name for p in shards[k]] for k in splits},
                 rows=rows,
                 dropped=dropped,
                 settings=settings,
@@ -286,27 +278,19 @@ def curate(
                 runs=runs,
                 content_hash=digest,
                 fmt=config.format,
-            ),
-            encoding="utf-8",
-        )
-    except BaseException as e:
-        led.append(run_id, "curate.end", {"error": str(e) or type(e).__name__, "ok": 0})
-        led.close()
+            )
+            write_card(staging, splits, config.format, block, body)
+            record.end.update(
+                {
+                    "read": run.read,
+                    "dropped": dropped,
+                    "source_runs": sorted(run.sources),
+                    "teachers": block["teachers"],
+                    "outputs": {"path": str(out), "content_hash": digest, "rows": rows, "files": files},
+                }
+            )
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    led.close()
     _replace(staging, out)
-    with Ledger(final_ledger) as led:
-        led.append(
-            run_id,
-            "curate.end",
-            {
-                "ok": sum(rows.values()),
-                "read": run.read,
-                "dropped": dropped,
-                "source_runs": sorted(run.sources),
-                "teachers": [r.get("teacher") for r in runs],
-                "outputs": {"path": str(out), "content_hash": digest, "rows": rows, "files": files},
-            },
-        )
     return CurateResult(out, run_id, final_ledger, run.read, rows, dropped, digest, files)

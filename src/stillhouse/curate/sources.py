@@ -7,7 +7,6 @@ assistant's answer), `prompt` plus an answer field, or stored exchanges (`reques
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -20,19 +19,26 @@ import pyarrow.parquet as pq
 
 from stillhouse.collect.store import STORE_FILE, Exchange, RunStore
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import file_sha256
 from stillhouse.curate.example import Example
 from stillhouse.provenance.ledger import Ledger, ledger_path
 
 ANSWER_FIELDS = ("response", "completion", "answer", "output")
 # Fields the schemas themselves use; everything else in a record is kept as the example's meta.
 _KNOWN = frozenset({"messages", "prompt", "system", "request", "status", "error", "finish_reason", "run_id", "id"})
-_KNOWN |= {"key", "prompt_id", "source", "meta", *ANSWER_FIELDS}
+_KNOWN |= {"key", "prompt_id", "source", "meta", "logprobs", *ANSWER_FIELDS}
+_KNOWN |= {"sample", "model", "responses", "finish_reasons", "prompt_tokens", "completion_tokens", "system_fingerprint"}
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 
 
-def mean_logprob(choice: dict[str, Any]) -> float | None:
-    tokens = ((choice.get("logprobs") or {}).get("content")) or []
-    values = [t["logprob"] for t in tokens if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)]
+def token_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A choice's `logprobs.content`: the teacher's tokens with their top-k, when it was asked for them."""
+    tokens = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    return tokens if isinstance(tokens, list) and tokens else None
+
+
+def mean_logprob(tokens: list[dict[str, Any]] | None) -> float | None:
+    values = [t["logprob"] for t in tokens or () if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)]
     return sum(values) / len(values) if values else None
 
 
@@ -45,6 +51,7 @@ def from_exchange(x: Exchange) -> Iterator[Example]:
         yield Example(messages, "", f"{x.key}:0", x.run_id, x.prompt_id, x.status, meta=x.meta)
         return
     for i, (choice, text) in enumerate(zip(x.choices, x.texts(), strict=True)):
+        tokens = token_logprobs(choice)
         yield Example(
             messages,
             text,
@@ -53,7 +60,8 @@ def from_exchange(x: Exchange) -> Iterator[Example]:
             x.prompt_id,
             x.status,
             choice.get("finish_reason"),
-            mean_logprob(choice),
+            mean_logprob(tokens),
+            tokens,
             x.meta,
         )
 
@@ -114,7 +122,7 @@ class Source:
             info["counts"] = store.counts()
         led = ledger_path(self.path)
         if led.exists():
-            with Ledger(led) as ledger:
+            with Ledger(led, readonly=True) as ledger:
                 entries = ledger.entries()
             info["ledger"] = str(led)
             info["ledger_head"] = entries[-1].hash if entries else None
@@ -165,7 +173,10 @@ def _record_examples(record: dict[str, Any], schema: str, ident: str, file: str,
             return
         if schema == "messages":
             messages = list(record["messages"])
-            answer = messages.pop()["content"] if messages and messages[-1].get("role") == "assistant" else ""
+            if messages and messages[-1].get("role") == "assistant":
+                answer = messages.pop()["content"]
+            else:  # an export of a run store: the prompt's messages, the answer beside them
+                answer = next((record[f] for f in ANSWER_FIELDS if f in record), "")
         else:
             system = [{"role": "system", "content": record["system"]}] if record.get("system") else []
             messages = [*system, {"role": "user", "content": record["prompt"]}]
@@ -174,7 +185,22 @@ def _record_examples(record: dict[str, Any], schema: str, ident: str, file: str,
         raise StillhouseError(f"{where}: malformed '{schema}' record ({type(e).__name__}: {e})") from e
     if not isinstance(answer, str):
         raise StillhouseError(f"{where}: the answer is a {type(answer).__name__}, not text")
-    yield Example(messages, answer, key, source, prompt_id, status, record.get("finish_reason"), meta=meta)
+    tokens = _record_logprobs(record.get("logprobs"), where)
+    finish = record.get("finish_reason")
+    yield Example(messages, answer, key, source, prompt_id, status, finish, mean_logprob(tokens), tokens, meta)
+
+
+def _record_logprobs(value: Any, where: str) -> list[dict[str, Any]] | None:
+    """A record's logprobs: a dataset's (one answer's tokens) or an export's (per choice: the first)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if isinstance(value, list) and value and (isinstance(value[0], list) or value[0] is None):
+        value = value[0]
+    if value in (None, []):
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise StillhouseError(f"{where}: 'logprobs' must be a list of {{token, logprob, top_logprobs}} objects")
+    return value
 
 
 def open_sources(paths: list[Path]) -> list[Source]:
@@ -196,11 +222,3 @@ def open_sources(paths: list[Path]) -> list[Source]:
         else:
             raise StillhouseError(f"{path}: not a run directory, .jsonl or .parquet file")
     return sources
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -342,6 +342,19 @@ def ledger_path(run_dir: str | Path, explicit: str | Path | None = None) -> Path
     return Path(explicit) if explicit else Path(run_dir) / LEDGER_FILE
 
 
+def check_ledger_path(path: Path) -> Path:
+    """`path`, once it is known a ledger can be appended there; checked before a run creates anything."""
+    if path.is_dir():
+        raise StillhouseError(f"--ledger {path} is a directory; pass a file (e.g. {path / LEDGER_FILE})")
+    if path.exists():
+        Ledger(path, readonly=True).close()  # refuses an empty or foreign file in one line
+        return path
+    folder = next((p for p in path.resolve().parents if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise StillhouseError(f"--ledger {path}: cannot create it, {folder} is not a writable folder")
+    return path
+
+
 def describe_error(e: BaseException) -> str:
     """An exception as the one line a ledger end entry keeps."""
     return str(e) or type(e).__name__

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urlsplit
 
+from stillhouse.core.client import host_of
 from stillhouse.core.errors import StillhouseError
 
 
@@ -106,12 +106,6 @@ KNOWN_TERMS: dict[str, Terms] = {
     ]
 }
 
-_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-
-
-def host_of(base_url: str) -> str:
-    return urlsplit(base_url).hostname or ""
-
 
 def resolve(base_url: str, declared: str | None) -> Terms | None:
     """The terms that govern this teacher: a declared known id wins, else the provider behind the host."""
@@ -133,7 +127,3 @@ def check(base_url: str, declared: str | None, purpose: Purpose, permission: str
             f'--permission "...", or declare another purpose'
         )
     return terms
-
-
-def is_local(base_url: str) -> bool:
-    return host_of(base_url) in _LOCAL_HOSTS
