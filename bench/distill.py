@@ -29,7 +29,8 @@ from transformers.utils import logging as hf_logging
 
 from stillhouse import embedded
 from stillhouse.evaluate import LocalModel, default_grader, load_suite, score
-from stillhouse.train.trainer import TrainConfig, Vocab, train
+from stillhouse.train import TrainConfig, train
+from stillhouse.train.data import Vocab
 
 
 @torch.no_grad()

@@ -101,7 +101,8 @@ def heldout_loss(model, tok, work: Path) -> float:
     import pyarrow.parquet as pq
     import torch
 
-    from stillhouse.train.trainer import Collator, batch_loss, build_examples
+    from stillhouse.train.data import Collator, build_examples
+    from stillhouse.train.losses import batch_loss
 
     examples, _ = build_examples(pq.read_table(work / "heldout.parquet").to_pylist(), tok, None, kd=False)
     collate, total, count = Collator(tok.pad_token_id, torch.device("cpu")), 0.0, 0

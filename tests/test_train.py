@@ -15,12 +15,16 @@ from accelerate import Accelerator
 from chats import add_teacher_logprobs, skill_chats, write_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import stillhouse.train.trainer as T
+import stillhouse.train.data as D
+import stillhouse.train.loop as loop
+import stillhouse.train.losses as L
 from stillhouse import cli
 from stillhouse.core.dataset import files_hash
 from stillhouse.core.errors import StillhouseError
 from stillhouse.provenance.ledger import Ledger
-from stillhouse.train.trainer import IGNORE, TrainConfig, Vocab, encode_chat, topk_kl, train
+from stillhouse.train import TrainConfig, train
+from stillhouse.train.data import IGNORE, Vocab, encode_chat
+from stillhouse.train.losses import topk_kl
 
 CARD = {"teacher": {"model": "ember", "host": "127.0.0.1"}, "terms": "own", "purpose": "distillation"}
 
@@ -94,7 +98,7 @@ def test_loss_is_on_assistant_tokens_only(tiny_model_dir):
     # a template without {% generation %} markers gets the same mask from rendering prefixes
     tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     assert encode_chat(tok, chat) == (ids, mask)
-    labels = T.build_examples([{"messages": chat}], tok, None, kd=False)[0][0].labels
+    labels = D.build_examples([{"messages": chat}], tok, None, kd=False)[0][0].labels
     assert [t for t in labels if t != IGNORE] == [t for t, m in zip(ids, mask, strict=True) if m]
 
 
@@ -102,34 +106,34 @@ def test_packed_batches_lose_exactly_what_single_chats_do(tiny_model_dir):
     """Packing several chats per row, restarting positions and logits only at targets change nothing."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert T.honours_packing(model)
+    assert L.honours_packing(model)
     rows = [{"messages": r["messages"]} for r in skill_chats(6)]
     rows[0]["messages"][0]["content"] *= 4  # one long prompt, so the others share rows
-    examples = T.build_examples(rows, tok, None, kd=False)[0]
+    examples = D.build_examples(rows, tok, None, kd=False)[0]
     cpu = torch.device("cpu")
-    batch = T.Collator(tok.pad_token_id, cpu)(examples)
+    batch = D.Collator(tok.pad_token_id, cpu)(examples)
     assert batch["input_ids"].shape[0] < len(examples) and batch["tokens"] == sum(len(e.ids) for e in examples)
     with torch.no_grad():
-        together = float(T.batch_loss(model, batch, 0.0))
-        one = T.Collator(tok.pad_token_id, cpu, pack=False)
-        alone = [(float(T.batch_loss(model, one([e]), 0.0)), sum(t != IGNORE for t in e.labels)) for e in examples]
-        padded = float(T.batch_loss(model, one(examples), 0.0))
-        full = float(T.batch_loss(model, T.Collator(tok.pad_token_id, cpu, select_logits=False)(examples), 0.0))
+        together = float(L.batch_loss(model, batch, 0.0))
+        one = D.Collator(tok.pad_token_id, cpu, pack=False)
+        alone = [(float(L.batch_loss(model, one([e]), 0.0)), sum(t != IGNORE for t in e.labels)) for e in examples]
+        padded = float(L.batch_loss(model, one(examples), 0.0))
+        full = float(L.batch_loss(model, D.Collator(tok.pad_token_id, cpu, select_logits=False)(examples), 0.0))
     expected = sum(loss * n for loss, n in alone) / sum(n for _, n in alone)
     assert together == pytest.approx(expected, abs=1e-5)
     assert padded == pytest.approx(together, abs=1e-5) and full == pytest.approx(together, abs=1e-6)
 
 
 def test_pack_rows_fills_rows_first_fit_longest_first():
-    assert T.pack_rows([5, 3, 2, 4, 1], 5) == [[0], [3, 4], [1, 2]]
-    assert T.pack_rows([2, 2, 2], 6) == [[0, 1, 2]]
+    assert D.pack_rows([5, 3, 2, 4, 1], 5) == [[0], [3, 4], [1, 2]]
+    assert D.pack_rows([2, 2, 2], 6) == [[0, 1, 2]]
 
 
 def test_resume_after_a_kill_continues_the_same_curve(sft_data, tiny_model_dir, tmp_path, monkeypatch):
     config = cfg(tiny_model_dir, max_steps=12)
     whole = train(sft_data, tmp_path / "whole", config, progress=False, save_every=4)
 
-    real_loss, calls = T.batch_loss, 0
+    real_loss, calls = loop.batch_loss, 0
 
     def killed_at_step_7(*args, **kw):  # dies after the step-4 checkpoint, with steps 5 and 6 lost
         nonlocal calls
@@ -139,10 +143,10 @@ def test_resume_after_a_kill_continues_the_same_curve(sft_data, tiny_model_dir, 
         return real_loss(*args, **kw)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(T, "batch_loss", killed_at_step_7)
+    monkeypatch.setattr(loop, "batch_loss", killed_at_step_7)  # where the loop looks it up
     with pytest.raises(KeyboardInterrupt):
         train(sft_data, out, config, progress=False, save_every=4)
-    monkeypatch.setattr(T, "batch_loss", real_loss)
+    monkeypatch.setattr(loop, "batch_loss", real_loss)
     (out / "checkpoints" / ".step-00000008.tmp").mkdir()  # a checkpoint the kill cut short
     resumed = train(sft_data, out, config, progress=False, save_every=4)
 
@@ -222,6 +226,8 @@ def test_fresh_preset_student_with_a_given_tokenizer(sft_data, tiny_model_dir, t
     config = TrainConfig(student="tiny", tokenizer=str(tiny_model_dir), max_steps=3, batch_size=8)
     r = train(sft_data, tmp_path / "fresh", config, progress=False)
     assert r.steps == 3 and "fresh 'tiny' preset" in (tmp_path / "fresh" / "README.md").read_text()
+    with pytest.raises(StillhouseError, match="needs a tokenizer"):  # train knows no default teacher
+        train(sft_data, tmp_path / "no-tok", TrainConfig(student="tiny", max_steps=3), progress=False)
 
 
 def test_a_full_disk_fails_in_one_line_and_keeps_the_last_checkpoint(sft_data, tiny_model_dir, tmp_path, monkeypatch):

@@ -46,12 +46,14 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train a student on a curated dataset (SFT on assistant tokens, optional top-k KD, LoRA); re-run to resume."""
+    from stillhouse.embedded import resolve_student
     from stillhouse.train import TrainConfig, train
 
     quiet_hf()
+    student, tok = resolve_student(student, str(tokenizer) if tokenizer else None)
     config = TrainConfig(
         student=student,
-        tokenizer=str(tokenizer) if tokenizer else None,
+        tokenizer=tok,
         kd=kd,
         kd_weight=kd_weight,
         lora=lora,

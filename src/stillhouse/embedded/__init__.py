@@ -29,3 +29,15 @@ def teacher_path() -> Path:
 def student_path() -> Path:
     """Directory of Pebble, the base student that quickstart distils Ember into."""
     return _shipped(STUDENT_NAME)
+
+
+def resolve_student(student: str, tokenizer: str | None) -> tuple[str, str | None]:
+    """Train's (student, tokenizer) for a CLI spec: 'pebble' names the shipped base student, and a fresh
+    preset reads with Ember's tokenizer unless told otherwise (train itself knows neither)."""
+    from stillhouse.train.presets import PRESETS
+
+    if student == STUDENT_NAME:
+        return str(student_path()), tokenizer
+    if student in PRESETS and tokenizer is None:
+        return student, str(teacher_path())
+    return student, tokenizer

@@ -19,7 +19,7 @@ from typing import Any
 from stillhouse.collect import collect
 from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
-from stillhouse.embedded import student_path, teacher_path, world
+from stillhouse.embedded import resolve_student, student_path, teacher_path, world
 from stillhouse.evaluate import Endpoint, LocalModel, evaluate
 from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
@@ -121,11 +121,13 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
                 facts.update(agreement=baseline["student"]["agreement"], accuracy=baseline["student"]["accuracy"])
 
         with step("train") as facts:
+            student_spec, tokenizer = resolve_student(config.student, None)
             trained = train(
                 out / "dataset",
                 out / "student",
                 TrainConfig(
-                    student=config.student,
+                    student=student_spec,
+                    tokenizer=tokenizer,
                     kd="topk" if config.kd else None,
                     max_steps=config.steps,
                     batch_size=config.batch_size,
