@@ -42,9 +42,9 @@ def write_dataset(path: Path, rows: list[dict[str, Any]], card: dict[str, Any] |
     """A curated-dataset directory: data/train-00000.parquet (+ a card with YAML front matter)."""
     (path / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path / "data" / "train-00000.parquet")
-    if card is not None:
-        front = "\n".join(f"{k}: {json.dumps(v)}" for k, v in card.items())
-        (path / "README.md").write_text(f"---\n{front}\n---\n\n# dataset\n")
+    if card is not None:  # the `stillhouse:` block of the card's front matter, as curate writes it
+        front = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in card.items())
+        (path / "README.md").write_text(f"---\nstillhouse:\n{front}\n---\n\n# dataset\n")
     return path
 
 

@@ -6,6 +6,7 @@ one near-copy and one exact copy of a task it was shown, one two-word task, and 
 """
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -135,10 +136,10 @@ def test_synth_keeps_only_new_tasks_within_budget_and_records_it(tmp_path, seeds
     runs = _ledger(result)
     (run,) = runs["synth"]
     assert run["teacher"]["base_url"] == url and run["kept"] == 12 and run["stop_reason"] == "max-requests"
-    assert run["ok"] == 4 and run["prompt_tokens"] == 200 and run["purpose"] == "distillation"
+    assert run["succeeded"] == 4 and run["prompt_tokens"] == 200 and run["purpose"] == "distillation"
     # two rounds of two requests, each one collect run whose prompts file holds the round
     assert run["collect_runs"] == result.collect_runs == [r["run_id"] for r in runs["collect"]]
-    assert [(r["sent"], r["ok"]) for r in runs["collect"]] == [(2, 2), (2, 2)]
+    assert [(r["sent"], r["succeeded"]) for r in runs["collect"]] == [(2, 2), (2, 2)]
     round_1 = (result.run_dir / "rounds" / result.run_id / "00001.jsonl").read_text().splitlines()
     round_1 = [json.loads(line) for line in round_1]
     assert [r["id"] for r in round_1] == ["r00001-000", "r00001-001"]
@@ -148,12 +149,19 @@ def test_synth_keeps_only_new_tasks_within_budget_and_records_it(tmp_path, seeds
 def test_resume_replays_answered_requests_and_stops_at_target(tmp_path, seeds):
     out = tmp_path / "prompts.jsonl"
     with scripted_teacher() as (url, state):
-        short = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=2))
-        longer = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=4))
+        ask = functools.partial(synth, seeds, out, base_url=url, model="ember")
+        short = ask(config=SynthConfig(target=100, max_requests=2))
+        longer = synth(
+            seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=4), overwrite=True
+        )
         assert (short.sent, longer.sent, state["calls"]) == (2, 2, 4)  # the first two were not re-sent
-        again = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=4))
+        again = synth(
+            seeds, out, base_url=url, model="ember", config=SynthConfig(target=100, max_requests=4), overwrite=True
+        )
         assert again.sent == 0 and again.kept == longer.kept and again.collect_runs == []
-        capped = synth(seeds, out, base_url=url, model="ember", config=SynthConfig(target=5, concurrency=2))
+        capped = synth(
+            seeds, out, base_url=url, model="ember", config=SynthConfig(target=5, concurrency=2), overwrite=True
+        )
         assert capped.kept == longer.kept[:5] and capped.requests == 2 and capped.sent == 0
 
 
@@ -186,24 +194,24 @@ def test_synth_through_our_server_records_resumes_and_caps(tmp_path, server, mon
     kwargs = dict(base_url=server.base_url, model=server.model, api_key_env="SYNTH_KEY", purpose=Purpose.evaluation)
     first = synth(seeds, out, config=config, **kwargs)
     assert (first.requests, first.sent, len(first.collect_runs)) == (4, 4, 2)
-    assert first.totals["ok"] == 4 and first.totals["completion_tokens"] > 0
+    assert first.totals["succeeded"] == 4 and first.totals["completion_tokens"] > 0
     with RunStore(first.run_dir) as store:
         assert store.counts()["ok"] == 4
         assert [sum(1 for _ in store.exchanges(run_id=r)) for r in first.collect_runs] == [2, 2]
     runs = _ledger(first)
     assert [r["run_id"] for r in runs["collect"]] == first.collect_runs
-    assert all(r["sent"] == r["ok"] == 2 and r["purpose"] == "evaluation" for r in runs["collect"])
-    assert runs["synth"][0]["kept"] == len(first.kept) and runs["synth"][0]["ok"] == 4
+    assert all(r["sent"] == r["succeeded"] == 2 and r["purpose"] == "evaluation" for r in runs["collect"])
+    assert runs["synth"][0]["kept"] == len(first.kept) and runs["synth"][0]["succeeded"] == 4
     written = [json.loads(line)["prompt"] for line in out.read_text().splitlines()]
     assert written == first.kept
 
-    again = synth(seeds, out, config=config, **kwargs)  # resume: everything is in the store
+    again = synth(seeds, out, config=config, overwrite=True, **kwargs)  # resume: everything is in the store
     assert (again.requests, again.sent, again.collect_runs, again.kept) == (4, 0, [], first.kept)
     assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == first.kept
 
     # new requests (another wording) in the same run dir: collect's request cap counts what it holds
     other = SynthConfig(target=50, max_requests=4, concurrency=2, shown_seeds=2, max_tokens=16, per_request=3)
-    capped = synth(seeds, out, config=other, **kwargs)
+    capped = synth(seeds, out, config=other, overwrite=True, **kwargs)
     assert (capped.sent, capped.stop_reason, capped.totals) == (0, "max-requests", {"failed": 2})
     assert _ledger(capped)["collect"][-1]["stop_reason"] == "max-requests"
     with RunStore(first.run_dir) as store:
@@ -216,8 +224,11 @@ def test_synth_through_our_server_records_resumes_and_caps(tmp_path, server, mon
 
 def test_cli_synth_and_bad_seeds(tmp_path, seeds, server, monkeypatch):
     monkeypatch.setenv("SYNTH_KEY", "sk-synth")
-    args = ["synth", str(seeds), "-o", str(tmp_path / "p.jsonl"), "--base-url", server.base_url]
+    short = tmp_path / "short.txt"  # the tiny model's context holds 256 tokens: short seeds, few shown
+    short.write_text("Add 2 and 3\nReverse cat\nSort 3 1 2\n")
+    args = ["synth", str(short), "-o", str(tmp_path / "p.jsonl"), "--base-url", server.base_url]
     args += ["--model", server.model, "--api-key-env", "SYNTH_KEY", "--max-requests", "2", "--rpm", "6000"]
+    args += ["--shown-seeds", "2", "--max-tokens", "16"]  # the tiny model's context holds 256 tokens
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())

@@ -19,14 +19,14 @@ import stillhouse.train.data as D
 import stillhouse.train.loop as loop
 import stillhouse.train.losses as L
 from stillhouse import cli
-from stillhouse.core.dataset import files_hash
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.ids import files_hash
 from stillhouse.provenance.ledger import Ledger
 from stillhouse.train import TrainConfig, train
 from stillhouse.train.data import IGNORE, Vocab, encode_chat
 from stillhouse.train.losses import topk_kl
 
-CARD = {"teacher": {"model": "ember", "host": "127.0.0.1"}, "terms": "own", "purpose": "distillation"}
+CARD = {"teachers": [{"model": "ember", "host": "127.0.0.1"}], "terms": ["own"], "purposes": ["distillation"]}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,7 +62,7 @@ def head_tail(losses, n=5):
 
 def test_sft_loss_falls_and_saves_a_model_with_card_and_lineage(sft_data, tiny_model_dir, tmp_path):
     out = tmp_path / "student"
-    r = train(sft_data, out, cfg(tiny_model_dir, max_steps=40), progress=False, save_every=15)
+    r = train(sft_data, out, cfg(tiny_model_dir, max_steps=40).model_copy(update={"save_every": 15}), progress=False)
     first, last = head_tail(r.losses)
     assert last < 0.6 * first
     assert r.steps == 40 and r.tokens > 0 and r.tokens_per_s > 0
@@ -74,12 +74,12 @@ def test_sft_loss_falls_and_saves_a_model_with_card_and_lineage(sft_data, tiny_m
     card = (out / "README.md").read_text()
     for fact in ("ember", "own", "distillation", r.dataset_hash, r.model_hash):
         assert fact in card
-    assert r.model_hash == files_hash(out, [out / "model.safetensors"])
+    assert r.model_hash == files_hash(out, [out / "model.safetensors"])[0]
 
     with Ledger(out / "ledger.sqlite") as led:
         assert not led.verify()
         (run,) = led.runs()
-    assert run["stage"] == "train" and run["ok"] is True and run["purpose"] == "distillation"
+    assert run["stage"] == "train" and run["ok"] is True and run["purposes"] == ["distillation"]
     assert run["inputs"]["dataset"]["hash"] == r.dataset_hash
     assert run["outputs"]["model"]["hash"] == r.model_hash
 
@@ -131,7 +131,7 @@ def test_pack_rows_fills_rows_first_fit_longest_first():
 
 def test_resume_after_a_kill_continues_the_same_curve(sft_data, tiny_model_dir, tmp_path, monkeypatch):
     config = cfg(tiny_model_dir, max_steps=12)
-    whole = train(sft_data, tmp_path / "whole", config, progress=False, save_every=4)
+    whole = train(sft_data, tmp_path / "whole", config.model_copy(update={"save_every": 4}), progress=False)
 
     real_loss, calls = loop.batch_loss, 0
 
@@ -145,10 +145,10 @@ def test_resume_after_a_kill_continues_the_same_curve(sft_data, tiny_model_dir, 
     out = tmp_path / "resumed"
     monkeypatch.setattr(loop, "batch_loss", killed_at_step_7)  # where the loop looks it up
     with pytest.raises(KeyboardInterrupt):
-        train(sft_data, out, config, progress=False, save_every=4)
+        train(sft_data, out, config.model_copy(update={"save_every": 4}), progress=False)
     monkeypatch.setattr(loop, "batch_loss", real_loss)
     (out / "checkpoints" / ".step-00000008.tmp").mkdir()  # a checkpoint the kill cut short
-    resumed = train(sft_data, out, config, progress=False, save_every=4)
+    resumed = train(sft_data, out, config.model_copy(update={"save_every": 4}), progress=False)
 
     assert resumed.resumed_from == 4 and resumed.run_id != whole.run_id
     assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
@@ -244,11 +244,11 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_last_checkpoint(sft_data, t
     out = tmp_path / "m"
     config = cfg(tiny_model_dir, max_steps=10)
     with pytest.raises(StillhouseError) as e:
-        train(sft_data, out, config, progress=False, save_every=3)
+        train(sft_data, out, config.model_copy(update={"save_every": 3}), progress=False)
     assert "disk full" in str(e.value) and "step-00000003" in str(e.value) and "\n" not in str(e.value)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000003"]
     monkeypatch.setattr(Accelerator, "save_state", real_save)
-    assert train(sft_data, out, config, progress=False, save_every=3).resumed_from == 3
+    assert train(sft_data, out, config.model_copy(update={"save_every": 3}), progress=False).resumed_from == 3
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> str:
@@ -265,7 +265,7 @@ def test_bad_input_is_one_line(sft_data, tiny_model_dir, tmp_path, monkeypatch, 
     wrong = tmp_path / "wrong"
     (wrong / "data").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([{"prompt": "hi", "completion": "yo"}]), wrong / "data" / "train-0.parquet")
-    assert "no 'messages' column" in run_cli(monkeypatch, capsys, "train", wrong, "-o", tmp_path / "o1")
+    assert "has no 'messages'" in run_cli(monkeypatch, capsys, "train", wrong, "-o", tmp_path / "o1")
     assert "not a curated dataset" in run_cli(monkeypatch, capsys, "train", tmp_path, "-o", tmp_path / "o2")
 
     no_template = tmp_path / "no-template"

@@ -12,7 +12,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
@@ -48,9 +48,16 @@ def _literals(annotation: Any) -> list[Any]:
     return [x for a in get_args(annotation) for x in _literals(a)]
 
 
-def config_options(model: type[Config], *, exclude: Iterable[str] = (), param: str = "config") -> Callable[[F], F]:
-    """Give the decorated command one option per field of `model` (less `exclude`) in place of `param`."""
-    skipped = set(exclude)
+def config_options(
+    model: type[Config],
+    *,
+    exclude: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+    param: str = "config",
+) -> Callable[[F], F]:
+    """Give the decorated command one option per field of `model` (less `exclude`) in place of `param`;
+    `defaults` overrides a field's default on the command line (e.g. the embedded student)."""
+    skipped, overrides = set(exclude), dict(defaults or {})
 
     def decorate(fn: F) -> F:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -61,8 +68,9 @@ def config_options(model: type[Config], *, exclude: Iterable[str] = (), param: s
         ]
         fields = {name: f for name, f in model.model_fields.items() if name not in skipped}
         for name, f in fields.items():
-            option = typer.Option(help=_help(f, f.annotation), show_default=f.default not in (None, [], {}))
-            default = f.get_default(call_default_factory=True)
+            decl = model.flag_of(name)
+            option = typer.Option(decl, help=_help(f, f.annotation), show_default=f.default not in (None, [], {}))
+            default = overrides[name] if name in overrides else f.get_default(call_default_factory=True)
             if isinstance(default, list | tuple):
                 default = list(default) or None
             annotation = Annotated[_cli_type(f.annotation), option]

@@ -16,13 +16,14 @@ def serve(
         Path | None, typer.Argument(help="Hugging Face model directory (default: the embedded teacher, Ember).")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")] = 8000,
     api_key: Annotated[
         str | None, typer.Option(envvar="STILLHOUSE_API_KEY", help="Require this bearer key from clients.")
     ] = None,
     model_name: Annotated[str | None, typer.Option(help="Served model name (default: the directory's name).")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: one per core; 1 is faster on a busy machine).")
+        int | None,
+        typer.Option(min=1, help="torch CPU threads (default: one per core; 1 is faster on a busy machine)."),
     ] = None,
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (chat, completions, models) until Ctrl-C."""

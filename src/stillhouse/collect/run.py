@@ -118,9 +118,19 @@ class CollectConfig(Config):
     max_tokens_total: int | None = Field(default=None, ge=1, description="Stop at this many tokens (run total).")
     max_cost: float | None = Field(default=None, gt=0, description="Stop at this spend in USD (run total).")
     prices: Path | None = Field(default=None, description="Extra model prices, JSON/TOML: {model: {input, output}}.")
-    timeout_s: float = Field(default=600.0, gt=0, description="Seconds per request before it is retried.")
+    timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds per request before it is retried.",
+        json_schema_extra={"flag": "timeout"},
+    )
     max_retries: int = Field(default=6, ge=0, le=100, description="Retries per request (5xx, 429, timeouts).")
-    backoff_s: float = Field(default=1.0, gt=0, description="First back-off step when the server names no wait.")
+    backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="First back-off step, when the server names no wait.",
+        json_schema_extra={"flag": "backoff"},
+    )
 
     def sampling(self) -> dict[str, Any]:
         """The request's sampling parameters (part of every idempotency key)."""

@@ -11,45 +11,60 @@ store, and sends only what was never answered: the kept list comes out the same.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import random
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from stillhouse.collect import CollectResult, acollect
 from stillhouse.collect.store import Exchange, RunStore, request_key
 from stillhouse.core import aio
+from stillhouse.core.client import host_of, public_url
+from stillhouse.core.config import Config
 from stillhouse.core.errors import StillhouseError
-from stillhouse.core.ids import canonical_json, new_run_id, operator
-from stillhouse.provenance.ledger import Ledger, ledger_path
-from stillhouse.provenance.terms import Purpose, check, host_of
+from stillhouse.core.ids import canonical_json, file_sha256, new_run_id
+from stillhouse.core.outputs import atomic_write, check_output
+from stillhouse.provenance.ledger import Ledger, check_ledger_path, ledger_path, stage_run
+from stillhouse.provenance.terms import Purpose, check
 
 SEED_FIELDS = ("prompt", "instruction", "task", "text", "question")
 _DRAWS = 16  # draws of shown tasks before a round gives up finding a request not asked before
 
 
-@dataclass
-class SynthConfig:
-    target: int = 100  # new tasks wanted
-    max_requests: int | None = None  # the budget (run dir total, as collect counts it); default: target
-    per_request: int = 8  # new tasks asked for in each request
-    shown_seeds: int = 6  # seed tasks shown in each request
-    shown_kept: int = 2  # already-kept synthetic tasks shown in each request
-    max_rouge: float = 0.7  # keep a task only when ROUGE-L against every kept task is below this
-    min_words: int = 3
-    max_words: int = 150
-    temperature: float = 1.0
-    max_tokens: int = 512
-    concurrency: int = 8  # requests per round, all in flight at once
-    rpm: float | None = None  # collect's rate limits and spend cap, over the run directory
-    tpm: float | None = None
-    max_cost: float | None = None
-    seed: int = 0
+class SynthConfig(Config):
+    """How synthesis asks for new tasks and judges them; every field is also a `synth` option."""
+
+    target: int = Field(default=100, ge=1, description="New tasks wanted.")
+    max_requests: int | None = Field(default=None, ge=1, description="Request budget, run total (default: --target).")
+    per_request: int = Field(default=8, ge=1, le=100, description="New tasks asked for per request.")
+    shown_seeds: int = Field(default=6, ge=0, description="Seed tasks shown in each request.")
+    shown_kept: int = Field(default=2, ge=0, description="Already-kept synthetic tasks shown in each request.")
+    max_rouge: float = Field(
+        default=0.7, gt=0, le=1, description="Keep a task only below this ROUGE-L to every kept one."
+    )
+    min_words: int = Field(default=3, ge=1, description="Shortest task kept, in words.")
+    max_words: int = Field(default=150, ge=1, description="Longest task kept, in words.")
+    temperature: float = Field(default=1.0, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Completion tokens per request (default: server's).")
+    concurrency: int = Field(default=8, ge=1, le=1024, description="Requests per round, all in flight at once.")
+    rpm: float | None = Field(default=None, gt=0, description="Requests per minute at most.")
+    tpm: float | None = Field(default=None, gt=0, description="Tokens per minute at most.")
+    max_cost: float | None = Field(default=None, gt=0, description="Stop at this spend in USD (run total).")
+    seed: int = Field(default=0, description="Seeds which tasks each request shows.")
+
+    @model_validator(mode="after")
+    def _words(self) -> SynthConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(
+                f"--min-words {self.min_words} is above --max-words {self.max_words}: nothing would be kept"
+            )
+        return self
 
 
 # --- ROUGE-L ---------------------------------------------------------------------------------------
@@ -211,6 +226,7 @@ def synth(
     purpose: Purpose = Purpose.distillation,
     permission: str | None = None,
     prices: str | Path | None = None,
+    overwrite: bool = False,
 ) -> SynthResult:
     """Synthesise new prompts from seed tasks until `target` are kept or `max_requests` are used.
 
@@ -220,14 +236,15 @@ def synth(
     anything. Writes PROMPTS.jsonl (id, prompt, origin) atomically.
     """
     config = config or SynthConfig()
-    if not 0 < config.max_rouge <= 1 or config.target < 1 or config.per_request < 1 or config.concurrency < 1:
-        raise StillhouseError("target, per-request and concurrency must be positive, and max ROUGE-L in (0, 1]")
-    seeds_path, out = Path(seeds), Path(out)
+    seeds_path = Path(seeds)
+    out = check_output(out, overwrite=overwrite, inputs=[seeds_path])
     seed_tasks = read_seeds(seeds_path)
     governing = check(base_url, terms, purpose, permission)
     run_dir = Path(run_dir) if run_dir else out.with_name(out.stem + ".synth")
     budget = config.max_requests if config.max_requests is not None else config.target
-    params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    params = {
+        k: v for k, v in (("temperature", config.temperature), ("max_tokens", config.max_tokens)) if v is not None
+    }
     ask = functools.partial(
         acollect,
         base_url=base_url,
@@ -251,35 +268,28 @@ def synth(
         return request_key(base_url, model, messages, params, 0)
 
     result = SynthResult(out, run_dir, new_run_id("synth"))
-    with RunStore(run_dir) as store, Ledger(ledger_path(run_dir, ledger)) as led:
-        led.append(
-            result.run_id,
-            "synth.start",
-            {
-                "teacher": {"host": host_of(base_url), "model": model, "base_url": base_url},
-                "terms": governing.id if governing else terms,
-                "purpose": str(purpose),
-                "permission": permission,
-                "operator": operator(),
-                "config": asdict(config),
-                "inputs": {"seeds": str(seeds_path), "sha256": hashlib.sha256(seeds_path.read_bytes()).hexdigest()},
-            },
-        )
-        try:
-            aio.run(_loop(seed_tasks, config, budget, store, ask, key, result))
-        except BaseException as e:
-            led.append(result.run_id, "synth.end", {"error": str(e) or type(e).__name__})
-            raise
-        tmp = out.with_name(f".{out.name}.tmp-{result.run_id}")
+    start = {
+        "teacher": {"host": host_of(base_url), "model": model, "base_url": public_url(base_url)},
+        "terms": governing.id if governing else terms,
+        "purpose": str(purpose),
+        "permission": permission,
+        "config": config.model_dump(mode="json"),
+        "inputs": {"seeds": str(seeds_path), "sha256": file_sha256(seeds_path)},
+    }
+    led_path = check_ledger_path(ledger_path(run_dir, ledger))
+    with (
+        RunStore(run_dir) as store,
+        Ledger(led_path) as led,
+        stage_run(led, "synth", start, result.run_id) as record,
+    ):
+        aio.run(_loop(seed_tasks, config, budget, store, ask, key, result))
         lines = (
             canonical_json({"id": f"synth-{i:06d}", "prompt": t, "origin": result.run_id}) + "\n"
             for i, t in enumerate(result.kept)
         )
-        tmp.write_text("".join(lines), encoding="utf-8")
-        tmp.replace(out)
-        led.append(
-            result.run_id,
-            "synth.end",
+        with atomic_write(out) as tmp:
+            tmp.write_text("".join(lines), encoding="utf-8")
+        record.end.update(
             {
                 **result.totals,
                 "kept": len(result.kept),
@@ -288,8 +298,8 @@ def synth(
                 "rejected": result.rejected,
                 "stop_reason": result.stop_reason,
                 "collect_runs": result.collect_runs,
-                "outputs": {"path": str(out), "sha256": hashlib.sha256(out.read_bytes()).hexdigest()},
-            },
+                "outputs": {"path": str(out), "sha256": file_sha256(out)},
+            }
         )
     return result
 
@@ -337,6 +347,12 @@ async def _loop(
             run = await ask(path)
             result.collect_runs.append(run.run_id)
             result.sent += run.sent
+            if run.failed and not run.ok and not answered.keys() & set(keys):
+                reason, count = next(iter(run.failures.items()))
+                raise StillhouseError(
+                    f"every request of the round failed ({count} of {run.failed}: {reason}); "
+                    "nothing was kept, fix the cause (e.g. --max-tokens, --temperature) and re-run"
+                )
             if run.stop_reason != "done":  # a cap of collect's: judge what came back, then stop
                 result.stop_reason = run.stop_reason
             answered.update((e.key, e) for e in store.exchanges("ok", run_id=run.run_id))
@@ -346,7 +362,7 @@ async def _loop(
             if exchange is None:
                 totals["failed"] += 1
                 continue
-            totals["ok"] += 1
+            totals["succeeded"] += 1
             totals["prompt_tokens"] += exchange.prompt_tokens
             totals["completion_tokens"] += exchange.completion_tokens
             totals["cost"] += exchange.cost

@@ -27,7 +27,7 @@ class ConfigError(StillhouseError, ValueError):
         self.field = field
 
 
-def _describe(error: dict[str, Any]) -> tuple[str | None, str]:
+def _describe(error: dict[str, Any], model: type[Config]) -> tuple[str | None, str]:
     loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
     field = loc[0] if loc else None
     ctx = error.get("ctx") or {}
@@ -50,7 +50,7 @@ def _describe(error: dict[str, Any]) -> tuple[str | None, str]:
         return None, reason
     value = error.get("input")
     shown = "" if isinstance(value, dict) else f" {value!r}"
-    return field, f"{flag(field)}{shown}: {reason}"
+    return field, f"{model.flag_of(field)}{shown}: {reason}"
 
 
 class Config(BaseModel):
@@ -62,5 +62,12 @@ class Config(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            field, message = _describe(e.errors()[0])
+            field, message = _describe(e.errors()[0], type(self))
             raise ConfigError(message, field) from None
+
+    @classmethod
+    def flag_of(cls, field: str) -> str:
+        """The option that sets `field` (a field may name its own, e.g. max_steps is `--steps`)."""
+        info = cls.model_fields.get(field)
+        extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
+        return flag(str(extra.get("flag", field)))

@@ -8,6 +8,7 @@ leaves the old file, or nothing, never half of a new one).
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,14 +38,23 @@ def check_output(path: str | Path, *, overwrite: bool = False, inputs: Sequence[
             raise StillhouseError(f"{path} is (or is inside) the input {i}: writing it would destroy it")
     if path.exists() and not overwrite:
         raise StillhouseError(f"{path} exists; pass --overwrite to replace it, or choose another path")
-    parent = resolved.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StillhouseError(f"cannot create the folder {parent}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK):
-        raise StillhouseError(f"cannot write in {parent}: permission denied")
+    check_writable(path)
     return path
+
+
+def check_writable(path: Path, flag: str = "-o") -> None:
+    """Refuse, before any work, a path whose nearest existing folder cannot take new files (read-only,
+    /proc, not a folder), by making and removing a scratch folder there: permission bits alone can lie."""
+    start = path.resolve()
+    folder = next(p for p in (start, *start.parents) if p.exists() and (p.is_dir() or p != start))
+    if not folder.is_dir():
+        raise StillhouseError(f"{flag} {path}: cannot write it, {folder} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".stillhouse-check-", dir=folder))
+    except OSError as e:
+        raise StillhouseError(
+            f"{flag} {path}: cannot write it, {folder} takes no new files ({e.strerror or e})"
+        ) from None
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from stillhouse.core.config import Config
 from stillhouse.core.dataset import SCHEMA, DatasetWriter, Format, content_hash, write_card
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import new_run_id
+from stillhouse.core.outputs import check_writable
 from stillhouse.curate import card
 from stillhouse.curate.decontam import Decontaminate, EvalSet
 from stillhouse.curate.dedup import ExactDedup, Keep, NearDedup
@@ -35,10 +36,7 @@ from stillhouse.curate.sources import open_sources
 from stillhouse.curate.writer import split_of, to_table
 from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, ledger_path, stage_run
 
-FILTERS = ("failed", "empty", "truncated", "refusal", "length", "repetition")
 BATCH = 1024
-
-
 Filter = Literal["failed", "empty", "truncated", "refusal", "length", "repetition"]
 FILTERS: tuple[str, ...] = get_args(Filter)
 
@@ -127,6 +125,7 @@ def _batches(items: Iterable[Example], size: int) -> Iterator[list[Example]]:
 
 
 def _check_output(out: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
+    check_writable(out)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not overwrite:

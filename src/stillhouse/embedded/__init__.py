@@ -41,3 +41,9 @@ def resolve_student(student: str, tokenizer: str | None) -> tuple[str, str | Non
     if student in PRESETS and tokenizer is None:
         return student, str(teacher_path())
     return student, tokenizer
+
+
+def shipped_model(spec: str) -> str:
+    """A CLI model spec with the shipped names resolved: 'ember' and 'pebble' become their directories."""
+    shipped = {TEACHER_NAME: teacher_path, STUDENT_NAME: student_path}
+    return str(shipped[spec]()) if spec in shipped else spec

@@ -25,6 +25,7 @@ from typing import Any
 
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import canonical_json, new_run_id, now, operator
+from stillhouse.core.outputs import check_writable
 
 GENESIS = "0" * 64
 LEDGER_FILE = "ledger.sqlite"
@@ -349,9 +350,7 @@ def check_ledger_path(path: Path) -> Path:
     if path.exists():
         Ledger(path, readonly=True).close()  # refuses an empty or foreign file in one line
         return path
-    folder = next((p for p in path.resolve().parents if p.exists()), Path("/"))
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise StillhouseError(f"--ledger {path}: cannot create it, {folder} is not a writable folder")
+    check_writable(path, flag="--ledger")
     return path
 
 

@@ -10,11 +10,9 @@ import torch
 import yaml
 from transformers import PreTrainedTokenizerBase
 
-from stillhouse.core.dataset import files_hash
 from stillhouse.core.errors import StillhouseError
-from stillhouse.core.ids import canonical_json
-
-MODEL_META = "stillhouse.json"
+from stillhouse.core.ids import files_hash
+from stillhouse.provenance.lineage import MODEL_META
 
 
 def save_model(
@@ -31,7 +29,7 @@ def save_model(
         model.save_pretrained(output_dir)
         tok.save_pretrained(output_dir)
         weights = sorted(output_dir.glob("*.safetensors"))
-        model_hash = files_hash(output_dir, weights)
+        model_hash, _ = files_hash(output_dir, weights)
         card["model_hash"] = model_hash
         (output_dir / MODEL_META).write_text(json.dumps(card, indent=2, default=str) + "\n")
         (output_dir / "README.md").write_text(model_card(card))
@@ -45,16 +43,16 @@ def save_model(
 
 def model_card(card: dict[str, Any]) -> str:
     """A README.md naming where the model's knowledge came from: dataset, teacher, terms, purpose."""
-    teacher = card.get("teacher")
-    if isinstance(teacher, dict):
-        teacher = teacher.get("model") or teacher.get("name") or canonical_json(teacher)
-    terms = card.get("terms")
-    if isinstance(terms, dict):
-        terms = terms.get("name") or terms.get("id") or canonical_json(terms)
-    cfg = card["config"]
-    method = "SFT on assistant tokens" + (
-        f" + top-k logit distillation (weight {cfg['kd_weight']})" if cfg["kd"] else ""
+    declared = card.get("dataset_provenance") or {}
+    teachers = ", ".join(
+        f"{t.get('model')} ({t.get('host')})" if isinstance(t, dict) else str(t) for t in declared.get("teachers", [])
     )
+    terms = ", ".join(map(str, declared.get("terms", [])))
+    purposes = ", ".join(map(str, declared.get("purposes", [])))
+    permissions = ", ".join(map(str, declared.get("permissions", [])))
+    cfg = card["config"]
+    weight = 0.5 if cfg["kd_weight"] is None else cfg["kd_weight"]
+    method = "SFT on assistant tokens" + (f" + top-k logit distillation (weight {weight})" if cfg["kd"] else "")
     if cfg["lora"]:
         method += f", LoRA r={cfg['lora_r']} alpha={cfg['lora_alpha']} (merged into the weights)"
     front = {
@@ -77,10 +75,10 @@ def model_card(card: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| dataset | `{card['dataset']}` |",
         f"| dataset hash (sha256) | `{card['dataset_hash']}` |",
-        f"| teacher | {teacher or 'not declared by the dataset'} |",
+        f"| teacher | {teachers or 'not declared by the dataset'} |",
         f"| teacher's terms | {terms or 'not declared by the dataset'} |",
-        f"| declared purpose | {card.get('purpose') or 'not declared by the dataset'} |",
-        *([f"| permission | {card['permission']} |"] if card.get("permission") else []),
+        f"| declared purpose | {purposes or 'not declared by the dataset'} |",
+        *([f"| permission | {permissions} |"] if permissions else []),
         f"| method | {method} |",
         f"| steps | {card['steps']} (batch {cfg['batch_size']}, lr {cfg['lr']}, seed {cfg['seed']}) |",
         f"| final training loss | {card['final_loss']:.4f} |",
@@ -88,7 +86,7 @@ def model_card(card: dict[str, Any]) -> str:
         f"| weights hash (sha256) | `{card['model_hash']}` |",
         f"| provenance | run `{card['run_id']}` in the ledger `{card['ledger']}` |",
         "",
-        "Check the lineage with `stillhouse ledger show` and `stillhouse ledger verify` on that ledger.",
+        f"The whole lineage, verified: `stillhouse provenance {card['model_dir']}`.",
         "",
     ]
     return "\n".join(lines)

@@ -4,30 +4,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from stillhouse.core.config import Config
 
 
-@dataclass
-class TrainConfig:
-    """Everything that shapes the trained weights; a resumed run must match it exactly."""
+class TrainConfig(Config):
+    """Everything that shapes the trained weights; a resumed run must match it exactly (but `save_every`)."""
 
-    student: str  # a model directory, or a fresh preset: tiny | small
-    tokenizer: str | None = None  # a tokenizer directory; required for presets, else the student's own
-    kd: str | None = None  # None: SFT only; "topk": plus KL on the teacher's stored top-k logprobs
-    kd_weight: float = 0.5  # loss = (1 - w) * SFT + w * KD
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    epochs: int = 1
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 16
-    bucket: int = 1  # batches per length-sorted bucket; 1: random batches (see epoch_batches)
-    pack: bool = True  # several chats per row of the batch (see Collator); off where the model cannot keep them apart
-    lr: float = 3e-4
-    warmup: float = 0.05  # fraction of the steps
-    weight_decay: float = 0.0
-    seed: int = 0
-    max_length: int | None = None  # default: the model's context length; longer chats are skipped
-    grad_checkpointing: bool = False
+    student: str = Field(description="A model directory, or a fresh preset: tiny, small.")
+    tokenizer: str | None = Field(default=None, description="Tokenizer directory (a fresh preset needs one).")
+    kd: Literal["topk"] | None = Field(default=None, description="'topk': add KL on the teacher's stored logprobs.")
+    kd_weight: float | None = Field(default=None, ge=0, le=1, description="KD weight w: (1-w)·SFT + w·KD (0.5).")
+    lora: bool = Field(default=False, description="Train LoRA adapters (merged into the saved weights).")
+    lora_r: int = Field(default=8, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA alpha.")
+    epochs: int = Field(default=1, ge=1, description="Passes over the dataset (unless --steps).")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Optimizer steps (overrides --epochs).", json_schema_extra={"flag": "steps"}
+    )
+    batch_size: int = Field(default=16, ge=1, le=65536, description="Chats per optimizer step.")
+    bucket: int = Field(default=1, ge=1, description="Batches per length-sorted bucket (1: random, learns best).")
+    pack: bool = Field(default=True, description="Pack each batch's chats into rows: no compute on padding.")
+    lr: float = Field(default=3e-4, gt=0, le=1, description="Peak learning rate (cosine schedule).")
+    warmup: float = Field(default=0.05, ge=0, lt=1, description="Warm-up, as a fraction of the steps.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    seed: int = Field(default=0, description="Seeds the initialisation and the data order.")
+    max_length: int | None = Field(default=None, ge=2, description="Skip longer chats (default: the context).")
+    grad_checkpointing: bool = Field(default=False, description="Recompute activations: less memory, slower.")
+    save_every: int = Field(default=200, ge=1, description="Steps between checkpoints (a re-run resumes there).")
+
+    @model_validator(mode="after")
+    def _kd_weight_needs_kd(self) -> TrainConfig:
+        if self.kd_weight is not None and self.kd is None:
+            raise ValueError("--kd-weight weighs the KD loss: add --kd topk, or drop --kd-weight")
+        return self
+
+    @property
+    def kd_mix(self) -> float:
+        """The KD loss's weight in the mix: 0 without KD."""
+        return 0.0 if self.kd is None else 0.5 if self.kd_weight is None else self.kd_weight
 
 
 @dataclass

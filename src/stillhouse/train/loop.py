@@ -11,6 +11,7 @@ the step number alone puts a resumed run back at the same batch and the loss cur
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -18,7 +19,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ from transformers import get_cosine_schedule_with_warmup
 
 from stillhouse.core.dataset import ChatDataset, load_dataset
 from stillhouse.core.errors import StillhouseError
-from stillhouse.core.ids import canonical_json, new_run_id, operator
-from stillhouse.provenance.ledger import LEDGER_FILE, Ledger
+from stillhouse.core.ids import canonical_json, new_run_id
+from stillhouse.core.outputs import check_writable
+from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, check_ledger_path, stage_run
 from stillhouse.train.card import save_model
 from stillhouse.train.checkpoints import CHECKPOINTS, list_checkpoints, save_checkpoint
 from stillhouse.train.config import TrainConfig, TrainResult
@@ -40,23 +41,30 @@ from stillhouse.train.data import Collator, Example, build_examples, epoch_batch
 from stillhouse.train.losses import batch_loss, honours_packing
 from stillhouse.train.student import student_model, student_tokenizer
 
-SAVE_EVERY = 200  # steps between checkpoints by default: a few minutes of CPU work for the shipped sizes
-
 
 def _fingerprint(config: TrainConfig, dataset_hash: str) -> str:
-    return hashlib.sha256(canonical_json([asdict(config), dataset_hash]).encode()).hexdigest()
+    shaping = config.model_dump(mode="json", exclude={"save_every"})
+    return hashlib.sha256(canonical_json([shaping, dataset_hash]).encode()).hexdigest()
 
 
 def default_ledger(data: ChatDataset, output_dir: Path) -> Path:
-    """The dataset's own run ledger when it names or sits beside one, so one file holds the lineage."""
-    meta = data.meta
-    candidates = [
-        meta.get("ledger") and data.path / str(meta["ledger"]),
-        meta.get("run_dir") and data.path / str(meta["run_dir"]) / LEDGER_FILE,
-        data.path / LEDGER_FILE,
-        data.path.parent / LEDGER_FILE,
-    ]
+    """The ledger the dataset was made in (its card's anchor names it), so one file holds the lineage."""
+    anchored = (data.card.get("ledger_anchor") or {}).get("ledger")
+    candidates = [anchored and Path(str(anchored)), data.path / LEDGER_FILE, data.path.parent / LEDGER_FILE]
     return next((Path(c) for c in candidates if c and Path(c).is_file()), output_dir / LEDGER_FILE)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """A new or empty directory, or one this command was writing (checkpoints to resume): never the user's files."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise StillhouseError(f"-o {output_dir} is a file; pass a directory for the model")
+    if not output_dir.exists() or list_checkpoints(output_dir / CHECKPOINTS):
+        check_writable(output_dir)
+        return
+    if (output_dir / "config.json").exists():
+        raise StillhouseError(f"{output_dir} already holds a trained model; choose another -o")
+    if any(p.name != CHECKPOINTS for p in output_dir.iterdir()):
+        raise StillhouseError(f"-o {output_dir} is not empty and holds no model; choose a new or empty directory")
 
 
 def _device_settings() -> dict[str, Any]:
@@ -71,21 +79,18 @@ def train(
     config: TrainConfig,
     *,
     ledger: str | Path | None = None,
-    save_every: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train a student on a curated dataset and save it as a standard model directory with a card.
 
-    Checkpoints go to OUTPUT_DIR/checkpoints every `save_every` steps (default SAVE_EVERY); re-running
-    the same call after a kill resumes from the last one. They are removed once the model is saved.
+    Checkpoints go to OUTPUT_DIR/checkpoints every `config.save_every` steps; re-running the same call
+    after a kill resumes from the last one. They are removed once the model is saved.
     """
     output_dir = Path(output_dir)
     ckpt_root = output_dir / CHECKPOINTS
-    if (output_dir / "config.json").exists() and not list_checkpoints(ckpt_root):
-        raise StillhouseError(f"{output_dir} already holds a trained model; choose another -o")
-    if config.kd not in (None, "topk"):
-        raise StillhouseError(f"unknown --kd '{config.kd}'; the one kind is 'topk'")
+    check_output_dir(output_dir)
     data = load_dataset(dataset_dir)
+    led_path = check_ledger_path(Path(ledger) if ledger else default_ledger(data, output_dir))
     if config.kd and not data.has_logprobs:
         raise StillhouseError(
             f"{data.path} has no teacher logprobs (no 'logprobs' column, or it is empty); collect with logprobs "
@@ -161,28 +166,31 @@ def train(
         acc.load_state(str(found[-1]))
         state, resumed_from = saved, saved["step"]
 
-    led_path = Path(ledger) if ledger else default_ledger(data, output_dir)
-    led = Ledger(led_path) if acc.is_main_process else None
     provenance = data.provenance()
     inputs = {"dataset": {"path": str(data.path), "hash": data.hash, "rows": len(data.train)}}
-    if led:
-        start = {"operator": operator(), "config": asdict(config), "inputs": inputs, "student": student_source}
-        start |= {"tokenizer": tok_source, "devices": f"{acc.num_processes} x {acc.device.type}"}
-        led.append(state["run_id"], "train.start", provenance | start | {"resumed_from_step": resumed_from})
+    start = {"config": config.model_dump(mode="json"), "inputs": inputs, "student": student_source}
+    start |= {"tokenizer": tok_source, "devices": f"{acc.num_processes} x {acc.device.type}"}
+    start |= provenance | {"resumed_from_step": resumed_from}
 
     def save(st: dict[str, Any]) -> None:
         save_checkpoint(acc, ckpt_root, st["step"], st | {"fingerprint": fingerprint})
 
-    try:
-        every = save_every or SAVE_EVERY
-        tps = _loop(acc, model, optimizer, scheduler, examples, collate, config, state, total, save, every, progress)
+    with contextlib.ExitStack() as stack:
+        record = None
+        if acc.is_main_process:  # one process writes the ledger
+            led = stack.enter_context(Ledger(led_path))
+            record = stack.enter_context(stage_run(led, "train", start, state["run_id"]))
+            anchor = led.head()
+        tps = _loop(acc, model, optimizer, scheduler, examples, collate, config, state, total, save, progress)
         val_loss = _val_loss(acc.unwrap_model(model), val_examples, collate, config.batch_size)
-        card = provenance | {
+        card = {
             "model_dir": str(output_dir),
-            "dataset": str(data.path),
+            "dataset": str(data.path.resolve()),
             "dataset_hash": data.hash,
+            "dataset_provenance": provenance,
+            "dataset_anchor": provenance.get("ledger_anchor"),
             "student": student_source,
-            "config": asdict(config),
+            "config": config.model_dump(mode="json"),
             "steps": state["step"],
             "final_loss": _tail_mean(state["losses"]),
             "val_loss": val_loss,
@@ -190,22 +198,14 @@ def train(
             "ledger": str(led_path.resolve()),
         }
         model_hash = ""
-        if acc.is_main_process:
+        if record is not None:
+            card["ledger_anchor"] = anchor.to_json()
             model_hash = save_model(acc.unwrap_model(model), tok, output_dir, card)
             shutil.rmtree(ckpt_root, ignore_errors=True)
+            end = {"steps": state["step"], "final_loss": card["final_loss"], "val_loss": val_loss}
+            end |= {"tokens": state["tokens"], "tokens_per_s": round(tps, 1), "skipped": skipped, "inputs": inputs}
+            record.end.update(end | {"outputs": {"model": {"path": str(output_dir), "hash": model_hash}}})
         acc.wait_for_everyone()
-    except BaseException as e:
-        if led:
-            led.append(state["run_id"], "train.end", {"ok": False, "failed": str(e) or type(e).__name__})
-            led.close()
-        raise
-    if led:
-        end = {"ok": True, "steps": state["step"], "final_loss": card["final_loss"], "val_loss": val_loss}
-        end |= {"tokens": state["tokens"], "tokens_per_s": round(tps, 1), "skipped": skipped, "inputs": inputs}
-        led.append(
-            state["run_id"], "train.end", end | {"outputs": {"model": {"path": str(output_dir), "hash": model_hash}}}
-        )
-        led.close()
     return TrainResult(
         model_dir=output_dir,
         run_id=state["run_id"],
@@ -232,7 +232,6 @@ def _loop(
     state: dict[str, Any],
     total: int,
     save: Callable[[dict[str, Any]], Any],
-    save_every: int,
     show: bool,
 ) -> float:
     """The training loop proper: one optimizer step per batch; returns tokens/s of this session."""
@@ -261,7 +260,7 @@ def _loop(
             if e != epoch:
                 epoch, batches = e, epoch_batches(lengths, config.batch_size, config.seed, e, config.bucket)
             batch = collate([examples[i] for i in batches[k * world + rank]])
-            loss = batch_loss(model, batch, config.kd_weight if config.kd else 0.0)
+            loss = batch_loss(model, batch, config.kd_mix)
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -274,7 +273,7 @@ def _loop(
             state["losses"].append(acc.reduce(loss.detach(), "mean").item())
             tps = tokens / (time.perf_counter() - started)
             bar.update(task, completed=state["step"], loss=_tail_mean(state["losses"]), tps=tps)
-            if state["step"] % save_every == 0 and state["step"] < total:
+            if state["step"] % config.save_every == 0 and state["step"] < total:
                 save(state)
     return tokens / max(time.perf_counter() - started, 1e-9)
 

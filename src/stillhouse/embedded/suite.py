@@ -1,0 +1,18 @@
+"""The micro-world as an evaluation suite: held-out prompts per skill, and graders that read the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stillhouse.embedded import world
+from stillhouse.evaluate.grading import Grader
+
+
+def micro_suite(n: int = 50, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` held-out prompts of each skill."""
+    return [r for s in world.SKILLS for r in world.make_prompts(n, skills=[s], split="heldout", seed=seed)]
+
+
+def world_grader() -> Grader:
+    """The world's graders: agreement compares the answers they extract, not the wording."""
+    return Grader(grade=world.grade, extract=lambda skill, expected, reply: world.extract(skill, reply, expected))
