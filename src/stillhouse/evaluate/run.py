@@ -28,6 +28,7 @@ from stillhouse.core import aio
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import new_run_id, operator
 from stillhouse.provenance.ledger import LEDGER_FILE, Ledger
+from stillhouse.serve.generate import greedy
 
 Chat = list[dict[str, str]]
 
@@ -130,7 +131,7 @@ class LocalModel:
     def __init__(self, path: str | Path, batch_size: int = 32, max_new_tokens: int = 192):
         self.path, self.name = Path(path), str(path)
         try:
-            self.tok = AutoTokenizer.from_pretrained(self.path, padding_side="left")
+            self.tok = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModelForCausalLM.from_pretrained(self.path).eval()
         except (OSError, ValueError) as e:
             raise StillhouseError(f"cannot load the model in {self.path}: {e}") from e
@@ -143,24 +144,7 @@ class LocalModel:
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def respond(self, chats: Sequence[Chat]) -> list[str]:
-        texts = [self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
-        replies: list[str] = [""] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = enc.to(self.model.device)
-            with torch.no_grad():
-                out = self.model.generate(
-                    **enc,
-                    do_sample=False,
-                    max_new_tokens=self.max_new_tokens,
-                    pad_token_id=self.tok.pad_token_id,
-                    eos_token_id=self.tok.eos_token_id,
-                )
-            for i, seq in zip(idx, out[:, enc["input_ids"].shape[1] :], strict=True):
-                replies[i] = self.tok.decode(seq, skip_special_tokens=True).strip()
-        return replies
+        return greedy(self.model, self.tok, chats, self.max_new_tokens, self.batch_size)
 
 
 class Endpoint:

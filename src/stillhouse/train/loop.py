@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import math
 import shutil
 import time
@@ -34,7 +33,7 @@ from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import canonical_json, new_run_id, operator
 from stillhouse.provenance.ledger import LEDGER_FILE, Ledger
 from stillhouse.train.card import save_model
-from stillhouse.train.checkpoints import CHECKPOINTS, list_checkpoints, save_checkpoint
+from stillhouse.train.checkpoints import CHECKPOINTS, list_checkpoints, resume, save_checkpoint
 from stillhouse.train.config import TrainConfig, TrainResult
 from stillhouse.train.data import Collator, Example, build_examples, epoch_batches
 from stillhouse.train.losses import batch_loss, honours_packing
@@ -59,7 +58,7 @@ def default_ledger(data: ChatDataset, output_dir: Path) -> Path:
     return next((Path(c) for c in candidates if c and Path(c).is_file()), output_dir / LEDGER_FILE)
 
 
-def _device_settings() -> dict[str, Any]:
+def device_settings() -> dict[str, Any]:
     """fp32 on a CPU (bf16 there is emulated and slow), bf16 autocast on a GPU that supports it."""
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return {"mixed_precision": "bf16" if bf16 else "no"}
@@ -92,7 +91,7 @@ def train(
             "for --kd topk, or train without --kd"
         )
 
-    acc = Accelerator(**_device_settings())
+    acc = Accelerator(**device_settings())
     set_seed(config.seed)
     tok, tok_source = student_tokenizer(config)
     examples, skipped = build_examples(data.train, tok, config.max_length, kd=bool(config.kd))
@@ -151,14 +150,8 @@ def train(
     fingerprint = _fingerprint(config, data.hash)
     state: dict[str, Any] = {"step": 0, "losses": [], "tokens": 0, "run_id": new_run_id("train")}
     resumed_from = None
-    if found := list_checkpoints(ckpt_root):
-        saved = json.loads((found[-1] / "state.json").read_text())
-        if saved.get("fingerprint") != fingerprint:
-            raise StillhouseError(
-                f"{ckpt_root} holds a run with other settings or data; re-run with those, "
-                "or choose another -o (or delete the checkpoints) to start afresh"
-            )
-        acc.load_state(str(found[-1]))
+    hint = "re-run with those, or choose another -o (or delete the checkpoints) to start afresh"
+    if (saved := resume(acc, ckpt_root, fingerprint, hint)) is not None:
         state, resumed_from = saved, saved["step"]
 
     led_path = Path(ledger) if ledger else default_ledger(data, output_dir)
