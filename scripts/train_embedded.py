@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from stillhouse.embedded import MODELS_DIR
 from stillhouse.embedded.pretrain import PretrainConfig, pretrain, save, skill_accuracy
@@ -46,7 +47,7 @@ def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_le
     name = persona.name.lower()
     torch.manual_seed(seed)
     model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=seed)
 
     def probe(step: int) -> None:
         acc = skill_accuracy(model, tok, persona, per_skill=5, split="train", seed=99)
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=PretrainConfig.steps)
     ap.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=PretrainConfig.lr)
+    ap.add_argument("--warmup", type=int, default=PretrainConfig.warmup, help="warm-up steps")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
@@ -103,6 +105,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
     ap.add_argument("--work", type=Path, default=Path("checkpoints/embedded"), help="tokenizer and checkpoints")
     args = ap.parse_args()
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)

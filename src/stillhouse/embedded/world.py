@@ -664,13 +664,13 @@ MORE_TASKS: dict[str, dict[Split, tuple[str, ...]]] = {
     "count": {
         "train": (
             "count how many {l} there are in {w}",
-            "count the {l} in {w}",
+            "count occurrences of {l} in {w}",
             "find how many times {l} is in {w}",
             "tell me how many {l} are in {w}",
             "count each {l} in {w}",
             "work out how many {l} appear in {w}",
             "say how many times {w} has {l}",
-            "count up the {l} in {w}",
+            "count up {l} in {w}",
             "find the count of {l} in {w}",
             "check {w} for {l} and count them",
         ),
