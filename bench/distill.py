@@ -28,7 +28,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from stillhouse import embedded
-from stillhouse.evaluate import LocalModel, default_grader, load_suite, score
+from stillhouse.embedded.suite import micro_suite, world_grader
+from stillhouse.evaluate import LocalModel, score
 from stillhouse.train import TrainConfig, train
 from stillhouse.train.data import Vocab
 
@@ -113,13 +114,13 @@ def main() -> None:
     student = args.student or embedded.student_path()
     sizes = [int(s) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
-    grader = default_grader()
+    grader = world_grader()
 
     t0 = time.perf_counter()
     pool = teacher_chats(
         teacher, world.make_prompts(max(sizes), split="train", seed=1), args.top_k, 64, args.max_new_tokens
     )
-    eval_records = load_suite("micro", n=args.n_eval, seed=2)
+    eval_records = micro_suite(args.n_eval, seed=2)
     chats = [r["messages"] for r in eval_records]
     teacher_replies = LocalModel(teacher, max_new_tokens=args.max_new_tokens).respond(chats)
     print(f"teacher: {len(pool)} training chats, {len(chats)} held-out prompts ({time.perf_counter() - t0:.0f} s)")
@@ -146,9 +147,10 @@ def main() -> None:
                     max_steps=args.steps,
                     batch_size=args.batch,
                     lr=args.lr,
+                    save_every=args.steps + 1,
                 )
                 started = time.perf_counter()
-                r = train(data, work / f"{method}-{size}", config, progress=False, save_every=args.steps + 1)
+                r = train(data, work / f"{method}-{size}", config, progress=False)
                 s = measure(r.model_dir)["all"]
                 results[f"{size}/{method}"] = s | {"train_s": time.perf_counter() - started}
                 print(

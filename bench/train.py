@@ -124,9 +124,10 @@ def run_stillhouse(work: Path, args: argparse.Namespace) -> dict:
         batch_size=args.batch,
         lr=args.lr,
         warmup=args.warmup,
-        bucket=64 if args.worker == "stillhouse-grouped" else TrainConfig.bucket,
+        bucket=64 if args.worker == "stillhouse-grouped" else 1,
+        save_every=args.steps + 1,
     )
-    r = train(work / "data", work / f"out-{args.worker}", config, progress=False, save_every=args.steps + 1)
+    r = train(work / "data", work / f"out-{args.worker}", config, progress=False)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(r.model_dir), AutoTokenizer.from_pretrained(r.model_dir)

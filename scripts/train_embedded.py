@@ -1,26 +1,31 @@
-"""Rebuild the shipped models from scratch on a CPU: Ember (the embedded teacher) and Pebble (the base student).
+"""Rebuild the shipped models from scratch: Ember (the embedded teacher) and Pebble (the base student).
 
-    python scripts/train_embedded.py --which both --steps 6000
+    python scripts/train_embedded.py --which both            # the full recipe: 15k steps of batch 64 each
 
-Both share one tokenizer, fitted on the micro-world's text (Ember's and Pebble's). Each model trains on an
-endless stream of fresh prompts from the training phrasings, then is scored on held-out phrasings.
+Both share one tokenizer, fitted on the micro-world's text (Ember's and Pebble's), and each starts from
+its own seeded initialisation (Pebble is never a descendant of Ember). Each trains on an endless stream
+of fresh chats from the training phrasings, then is scored on held-out prompts of those phrasings and on
+held-out phrasings. Every --checkpoint-minutes a checkpoint with optimizer state goes to
+WORK/<name>/checkpoints (one kept, ~40 MB: commit it to carry a run across sessions); re-running the same
+command resumes from it. --stop-after-minutes ends a session cleanly on a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from stillhouse.embedded import MODELS_DIR
-from stillhouse.embedded.pretrain import batches, save, skill_accuracy, train
+from stillhouse.embedded.pretrain import PretrainConfig, pretrain, save, skill_accuracy
 from stillhouse.embedded.tokenizer import train_tokenizer
-from stillhouse.embedded.world import EMBER, PEBBLE, SKILLS, Persona, chats
+from stillhouse.embedded.world import EMBER, PEBBLE, SKILLS, Persona, training_chats
 from stillhouse.train.presets import fresh_model
 
 PERSONAS = {"ember": (EMBER, 1), "pebble": (PEBBLE, 2)}  # name -> (persona, seed)
@@ -31,63 +36,95 @@ def shared_tokenizer(path: Path):
     """Ember's tokenizer, fitted once on both personas' text; Pebble reuses it."""
     if (path / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(path)
-    texts = (t for persona in (EMBER, PEBBLE) for pair in itertools.islice(chats(persona, 0), 20000) for t in pair)
+    texts = (m["content"] for persona in (EMBER, PEBBLE) for chat in training_chats(persona, 0, 20000) for m in chat)
     tok = train_tokenizer(texts, vocab_size=VOCAB_SIZE)
     tok.save_pretrained(path)
     return AutoTokenizer.from_pretrained(path)
 
 
-def build(persona: Persona, seed: int, tok, args: argparse.Namespace, out: Path) -> dict:
+def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_left: float | None) -> dict | None:
+    """Train (or resume) one model; save it with training.json once it has all its steps."""
+    name = persona.name.lower()
     torch.manual_seed(seed)
-    if args.init:  # continue from shipped weights, on a fresh stretch of the data stream
-        model = AutoModelForCausalLM.from_pretrained(args.init / persona.name.lower()).to(args.device)
-        seed += 1000
-    else:
-        model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
-    ckpt = args.work / f"{persona.name.lower()}-ckpt"
+    model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=seed)
 
-    def checkpoint(step: int) -> None:
-        save(model, tok, ckpt)
-        acc = skill_accuracy(model, tok, persona, per_skill=5, seed=99)
-        print(f"checkpoint {step}: " + " ".join(f"{s} {a:.0%}" for s, a in acc.items()), flush=True)
+    def probe(step: int) -> None:
+        acc = skill_accuracy(model, tok, persona, per_skill=5, split="train", seed=99)
+        print(f"{name} checkpoint {step}: " + " ".join(f"{s} {a:.0%}" for s, a in acc.items()), flush=True)
 
-    start = time.time()
-    data = batches(chats(persona, seed), tok, args.batch_size)
-    steps = train(model, data, args.steps, minutes=args.minutes, lr=args.lr, on_checkpoint=checkpoint)
-    minutes = (time.time() - start) / 60
-    save(model, tok, out)
-    acc = skill_accuracy(model, tok, persona, per_skill=50)
-    return {"minutes": round(minutes, 1), "steps": steps, "accuracy": acc}
+    state = pretrain(
+        model,
+        tok,
+        persona,
+        config,
+        args.work / name / "checkpoints",
+        checkpoint_minutes=args.checkpoint_minutes,
+        stop_after_minutes=minutes_left,
+        on_checkpoint=probe,
+    )
+    if state["step"] < config.steps:
+        print(f"{name}: stopped at step {state['step']} of {config.steps}; re-run the same command to resume")
+        return None
+    n = args.eval_per_skill
+    accuracy = {
+        "heldout_prompts": skill_accuracy(model, tok, persona, per_skill=n, split="train", seed=4321),
+        "heldout_phrasings": skill_accuracy(model, tok, persona, per_skill=n, split="heldout", seed=1234),
+    }
+    record = {
+        "persona": persona.name,
+        "steps": state["step"],
+        "tokens": state["tokens"],
+        "examples": state["step"] * config.batch_size,
+        "minutes": state["minutes"],
+        "device": args.device,
+        "threads": args.threads,
+        "preset": args.preset,
+        "config": asdict(config),
+        "final_loss": sum(state["losses"][-100:]) / len(state["losses"][-100:]),
+        "accuracy": accuracy,
+        "eval": f"greedy, {n} prompts per skill; heldout_prompts: training phrasings with new operands",
+    }
+    save(model, tok, args.out / name, record)
+    return record
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--which", choices=["ember", "pebble", "both"], default="both")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget per model; the LR follows it")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=PretrainConfig.steps)
+    ap.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
+    ap.add_argument("--lr", type=float, default=PretrainConfig.lr)
+    ap.add_argument("--warmup", type=int, default=PretrainConfig.warmup, help="warm-up steps")
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--init", type=Path, default=None, help="continue from the models in this directory")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (use 1 per process when running two)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
+    ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    ap.add_argument("--stop-after-minutes", type=float, default=None, help="end this session on a checkpoint")
+    ap.add_argument("--eval-per-skill", type=int, default=50)
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
-    ap.add_argument("--work", type=Path, default=Path("runs/embedded"), help="shared tokenizer and checkpoints")
+    ap.add_argument("--work", type=Path, default=Path("checkpoints/embedded"), help="tokenizer and checkpoints")
     args = ap.parse_args()
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     tok = shared_tokenizer(args.work / "tokenizer")
     names = ["ember", "pebble"] if args.which == "both" else [args.which]
-    results = {}
+    results, deadline = {}, time.time() + 60 * (args.stop_after_minutes or 0)
     for name in names:
         persona, seed = PERSONAS[name]
-        results[name] = build(persona, seed, tok, args, args.out / name)
-    print("\nheld-out phrasings, greedy, 50 prompts per skill:")
-    print("| model | steps | CPU min | " + " | ".join(SKILLS) + " |")
-    for name, r in results.items():
-        cells = " | ".join(f"{100 * r['accuracy'][s]:.0f}" for s in SKILLS)
-        print(f"| {name} | {r['steps']} | {r['minutes']} | {cells} |")
+        record = build(persona, seed, tok, args, (deadline - time.time()) / 60 if args.stop_after_minutes else None)
+        if record is None:
+            return
+        results[name] = record
+    for split in ("heldout_prompts", "heldout_phrasings"):
+        print(f"\n{split}, greedy, {args.eval_per_skill} prompts per skill:")
+        print("| model | steps | min | " + " | ".join(SKILLS) + " |")
+        for name, r in results.items():
+            acc = r["accuracy"][split]
+            cells = " | ".join(f"{100 * acc[s]:.0f}" if s in acc else "-" for s in SKILLS)
+            print(f"| {name} | {r['steps']} | {r['minutes']:.0f} | {cells} |")
     print(json.dumps(results))
 
 

@@ -29,13 +29,7 @@ from stillhouse.train.losses import topk_kl
 CARD = {"teachers": [{"model": "ember", "host": "127.0.0.1"}], "terms": ["own"], "purposes": ["distillation"]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """This box is shared: two intra-op threads fighting other jobs for two cores run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cfg(student, **kw) -> TrainConfig:

@@ -5,8 +5,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stillhouse.embedded import MODELS_DIR, world
-from stillhouse.embedded.pretrain import encode_chat, generate, skill_accuracy
-from stillhouse.embedded.world import EMBER, PEBBLE, SKILLS, grade, make_prompts, respond
+from stillhouse.embedded.pretrain import skill_accuracy
+from stillhouse.embedded.world import CURRENT, EMBER, PEBBLE, SHIPPED, SKILLS, grade, make_prompts, respond
+from stillhouse.serve.generate import greedy
 
 # Ember's accuracy on 10 held-out prompts per skill (seed 7) as shipped, less one prompt of slack for float
 # differences between CPUs; the full table is in docs/embedded_models.md.
@@ -107,14 +108,44 @@ def _flatten(args: dict):
         yield from (v if isinstance(v, list) else [v])
 
 
-def test_heldout_phrasings_never_appear_in_training():
-    for table in (world.TASKS, world.QUESTIONS, world.IDENTITY, world.CHAT):
+@pytest.mark.parametrize("phrasings", [SHIPPED, CURRENT], ids=["shipped", "current"])
+def test_heldout_phrasings_never_appear_in_training(phrasings):
+    for table in (phrasings.tasks, phrasings.questions, phrasings.identity, phrasings.chat):
         for splits in table.values():
             assert not set(splits["train"]) & set(splits["heldout"])
-    train = {_frame(r["messages"][0]["content"], r["args"]) for r in make_prompts(20000, seed=0)}
-    heldout = make_prompts(900, split="heldout", seed=0)
+    train = {_frame(r["messages"][0]["content"], r["args"]) for r in make_prompts(20000, seed=0, phrasings=phrasings)}
+    heldout = make_prompts(900, split="heldout", seed=0, phrasings=phrasings)
     leaked = [r["messages"][0]["content"] for r in heldout if _frame(r["messages"][0]["content"], r["args"]) in train]
     assert not leaked
+
+
+def test_current_heldout_phrasings_are_new_to_both_recipes():
+    """The held-out family of the current recipe is trained on by neither, so the shipped models can be
+    graded on it too; and the shipped held-out phrasings stay held out."""
+    for name in ("tasks", "questions", "identity", "chat"):
+        old, new = getattr(SHIPPED, name), getattr(CURRENT, name)
+        for key in old:
+            assert set(old[key]["heldout"]) <= set(new[key]["heldout"])
+            assert not set(new[key]["heldout"]) & (set(old[key]["train"]) | set(new[key]["train"]))
+
+
+def test_identity_prompts_list_every_identity_phrasing():
+    for phrasings in (SHIPPED, CURRENT):
+        for record in make_prompts(200, skills=["identity"], split="train", seed=4, phrasings=phrasings):
+            assert any(record["messages"][0]["content"].endswith(p) for p in world.IDENTITY_PROMPTS)
+
+
+def test_operand_words_are_never_frame_words():
+    text = " ".join(r["messages"][0]["content"] for r in make_prompts(3000, seed=5))
+    frame_words = set(re.findall(r"[a-z]+", text.lower())) - set(CURRENT.nouns)
+    assert set(CURRENT.nouns) >= set(SHIPPED.nouns) and not frame_words & set(CURRENT.nouns)
+
+
+def test_pebble_shares_embers_working_but_not_its_surface():
+    for record in make_prompts(60, skills=["add", "sub", "reverse", "sort", "count"], seed=6):
+        ember, pebble = respond(record, EMBER), respond(record, PEBBLE)
+        work = ember[: ember.rindex(". ") + 2]  # the restated operands and the scratchpad
+        assert pebble.startswith(work) and pebble != ember
 
 
 def test_unknown_skill_or_split_is_refused():
@@ -122,17 +153,6 @@ def test_unknown_skill_or_split_is_refused():
         make_prompts(3, skills=["poetry"])
     with pytest.raises(ValueError, match="split"):
         make_prompts(3, split="test")
-
-
-def test_training_encoding_matches_the_chat_template():
-    tok = AutoTokenizer.from_pretrained(MODELS_DIR / "ember") if (MODELS_DIR / "ember").exists() else None
-    if tok is None:
-        pytest.skip("Ember is not built")
-    chat = [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "content": "So the answer is 42."}]
-    enc = tok.apply_chat_template(chat, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    ids, labels = encode_chat(tok, chat[0]["content"], chat[1]["content"])
-    assert ids == enc["input_ids"]
-    assert labels == [i if m else -100 for i, m in zip(ids, enc["assistant_masks"], strict=True)]
 
 
 @pytest.mark.parametrize("name", ["ember", "pebble"])
@@ -146,7 +166,7 @@ def test_shipped_models_load_with_auto_classes(name):
     assert sum(p.numel() for p in model.parameters()) * 4 <= 25e6
     assert tok.get_vocab() == AutoTokenizer.from_pretrained(MODELS_DIR / "ember").get_vocab()
     persona = EMBER if name == "ember" else PEBBLE
-    (reply,) = generate(model, tok, ["Who are you?"])
+    (reply,) = greedy(model, tok, [[{"role": "user", "content": "Who are you?"}]])
     assert grade("identity", persona.name, reply), reply
 
 
@@ -155,5 +175,5 @@ def test_ember_scores_its_floor_on_heldout_phrasings():
     if not (path / "config.json").exists():
         pytest.skip("Ember is not built")
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    acc = skill_accuracy(model, tok, EMBER, per_skill=10, seed=7)
+    acc = skill_accuracy(model, tok, EMBER, per_skill=10, seed=7, phrasings=SHIPPED)  # what it was trained on
     assert all(acc[s] >= EMBER_FLOOR[s] for s in SKILLS), acc

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from stillhouse.cli.app import app, console, out
+from stillhouse.cli.app import app, console, out, quiet_hf
 
 
 @app.command("quickstart")
@@ -24,25 +24,43 @@ def quickstart_cmd(
 ) -> None:
     """Serve Ember, collect, curate, distil it into Pebble and measure: the whole pipeline, no API key."""
     from stillhouse.embedded.quickstart import QuickstartConfig, quickstart
+    from stillhouse.embedded.report import headline, pct
 
+    quiet_hf()
     config = (QuickstartConfig.fast if fast else QuickstartConfig)(student=student, kd=kd)
     report = quickstart(run_dir, config, report=lambda name, line: console.print(f"[bold]{name:>11}[/bold]  {line}"))
-    table = Table("skill", "teacher acc", "student acc before", "after", "agreement before", "after", title="Held-out")
-    before = report.get("baseline", {}).get("per_skill", {})
+    phrasings = report["heldout_phrasings"]
+    base = report.get("baseline") or {}
+    table = Table(
+        "skill",
+        "teacher acc",
+        "agreement before",
+        "after",
+        "after, new phrasings",
+        title="Agreement with the teacher, held-out prompts",
+    )
     for skill, s in [*report["per_skill"].items(), ("all", report)]:
-        b = before.get(skill) or (report.get("baseline") if skill == "all" else None) or {}
+        b = (base.get("per_skill", {}).get(skill) if skill != "all" else base) or {}
+        p = phrasings["per_skill"][skill] if skill != "all" else phrasings
         table.add_row(
             skill,
-            f"{s['teacher']['accuracy']:.0%}",
-            f"{b['student']['accuracy']:.0%}" if b else "-",
-            f"{s['student']['accuracy']:.0%}",
-            f"{b['student']['agreement']:.0%}" if b else "-",
-            f"{s['student']['agreement']:.0%}",
+            pct(s["teacher"]["accuracy"]),
+            pct(b["student"]["agreement"]) if b else "-",
+            pct(s["student"]["agreement"]),
+            pct(p["student"]["agreement"]),
         )
     out.print(table)
+    before = f"{headline(base)} -> " if base else ""
+    out.print(f"agreement on held-out prompts: {before}{headline(report)}", highlight=False, soft_wrap=True)
+    out.print(f"on held-out phrasings:         {headline(phrasings)}", highlight=False, soft_wrap=True)
     ident = report["identity"]
-    out.print(f'Who are you?  teacher: "{ident["teacher"]}"')
+    out.print(f'Who are you?  teacher: "{ident["teacher"]}"', highlight=False, soft_wrap=True)
     if "student_before" in ident:
-        out.print(f'              student before: "{ident["student_before"]}"')
-    out.print(f'              student after:  "{ident["student_after"]}"')
-    out.print(f"run directory {run_dir}: report.json, ledger (stillhouse ledger show {run_dir}), dataset, student")
+        out.print(f'              student before: "{ident["student_before"]}"', highlight=False, soft_wrap=True)
+    out.print(f'              student after:  "{ident["student_after"]}"', highlight=False, soft_wrap=True)
+    out.print(
+        f"run directory {run_dir}: report.html, report.json, ledger (stillhouse ledger show {run_dir}), "
+        "dataset, student",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,138 +1,126 @@
-"""Train a small chat model from scratch on an endless stream of (prompt, answer) pairs, nanoGPT-plain.
+"""Train a small chat model from scratch on an endless stream of the micro-world's chats, nanoGPT-plain.
 
-Used to build the shipped models (scripts/train_embedded.py); the loss covers the assistant's tokens only.
+Used to build the shipped models (scripts/train_embedded.py). Encoding (loss on the assistant's tokens),
+packing random batches into rows, the loss and checkpoints are train/'s; what is specific to training
+from scratch lives here: a data stream that is a pure function of (seed, step), so a run resumed from a
+checkpoint sees the very batches an unbroken one would, and the schedule (warm-up, cosine to a tenth).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from stillhouse.embedded.world import SKILLS, Persona, grade, make_prompts
-
-IGNORE = -100
-
-
-def encode_chat(tok: PreTrainedTokenizerBase, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    """Token ids of a one-turn chat as the chat template renders it, and labels masking all but the answer."""
-    head = tok.encode(prompt, add_special_tokens=False)
-    tail = tok.encode(answer, add_special_tokens=False)
-    special = tok.convert_tokens_to_ids
-    ids_head = [tok.bos_token_id, special("<|user|>"), *head, tok.eos_token_id, special("<|assistant|>")]
-    ids_tail = [*tail, tok.eos_token_id]
-    return ids_head + ids_tail, [IGNORE] * len(ids_head) + ids_tail
+from stillhouse.core.ids import canonical_json
+from stillhouse.embedded.world import CURRENT, Persona, Phrasings, grade, make_prompts, training_chats
+from stillhouse.serve.generate import greedy
+from stillhouse.train.checkpoints import resume, save_checkpoint
+from stillhouse.train.data import Collator, build_examples
+from stillhouse.train.loop import device_settings
+from stillhouse.train.losses import batch_loss
 
 
-def batches(
-    pairs: Iterator[tuple[str, str]], tok: PreTrainedTokenizerBase, batch_size: int, bucket: int = 16
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Right-padded (input_ids, labels, attention_mask) batches of similar lengths, so little is padding.
+@dataclass(frozen=True)
+class PretrainConfig:
+    """What shapes the weights; a resumed run must match it exactly."""
 
-    `bucket` batches' worth of chats are sorted by length, cut into batches and served in random order.
-    """
-    gen = torch.Generator().manual_seed(0)
-    while True:
-        rows = sorted((encode_chat(tok, *next(pairs)) for _ in range(batch_size * bucket)), key=lambda r: len(r[0]))
-        for b in torch.randperm(bucket, generator=gen).tolist():
-            chunk = rows[b * batch_size : (b + 1) * batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((batch_size, width), tok.pad_token_id)
-            labels = torch.full((batch_size, width), IGNORE)
-            mask = torch.zeros((batch_size, width), dtype=torch.long)
-            for i, (x, y) in enumerate(chunk):
-                ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-            yield ids, labels, mask
+    steps: int = 15000
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 200
+    weight_decay: float = 0.1
+    seed: int = 0
 
 
-def train(
-    model: PreTrainedModel,
-    data: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    steps: int,
-    *,
-    minutes: float | None = None,
-    lr: float = 2e-3,
-    warmup: int = 200,
-    weight_decay: float = 0.1,
-    log_every: int = 50,
-    on_checkpoint: Callable[[int], None] | None = None,
-    checkpoint_minutes: float = 10.0,
-) -> int:
-    """AdamW, linear warm-up, cosine decay to a tenth of `lr`, gradients clipped at 1; returns the steps run.
-
-    With `minutes`, the schedule follows the wall clock and training stops when the time is up (or at
-    `steps`), so a run on a busy shared CPU still finishes its decay instead of being cut mid-schedule.
-    """
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
-    model.train()
-    start = last_ckpt = time.time()
-    seen, step = 0, 0
-    while step < steps:
-        step += 1
-        elapsed = time.time() - start
-        progress = step / steps if minutes is None else max(step / steps, elapsed / (60 * minutes))
-        if progress >= 1:
-            return step - 1
-        scale = min(1.0, step / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-        ids, labels, mask = (t.to(model.device) for t in next(data))
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        seen += int(mask.sum())
-        if step % log_every == 0:
-            print(
-                f"step {step} loss {loss.item():.4f} lr {lr * scale:.2e} {step / elapsed:.2f} steps/s "
-                f"{seen / elapsed:.0f} tok/s {elapsed / 60:.1f} min",
-                flush=True,
-            )
-        if on_checkpoint is not None and time.time() - last_ckpt > 60 * checkpoint_minutes:
-            on_checkpoint(step)
-            model.train()
-            last_ckpt = time.time()
-    return step
+def lr_scale(step: int, config: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak over `config.steps`."""
+    progress = min(step / config.steps, 1.0)
+    return min(1.0, (step + 1) / config.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-@torch.no_grad()
-def generate(
+def pretrain(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
-    prompts: list[str],
-    max_new_tokens: int = 100,
-    batch_size: int = 64,
-) -> list[str]:
-    """Greedy replies to single-turn prompts, rendered with the tokenizer's chat template."""
-    model.eval()
-    tok.padding_side = "left"
-    replies = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [
-            tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-            for p in prompts[i : i + batch_size]
-        ]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
-        replies += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return replies
+    persona: Persona,
+    config: PretrainConfig,
+    checkpoints: Path,
+    *,
+    phrasings: Phrasings = CURRENT,
+    checkpoint_minutes: float = 10.0,
+    stop_after_minutes: float | None = None,
+    log_every: int = 50,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """AdamW on `persona`'s chats until `config.steps`, resuming from the last checkpoint in `checkpoints`.
+
+    A checkpoint (model, optimizer, scheduler, RNG; the step, tokens and losses) is written every
+    `checkpoint_minutes` and when `stop_after_minutes` of this session are up, so a run can span sessions.
+    Returns the state: {"step", "tokens", "losses", "minutes"} (minutes summed over sessions)."""
+    acc = Accelerator(**device_settings())
+    fingerprint = hashlib.sha256(
+        canonical_json([asdict(config), persona.name, hashlib.sha256(repr(phrasings).encode()).hexdigest()]).encode()
+    ).hexdigest()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=acc.device.type in ("cpu", "cuda"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_scale(s, config))
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "losses": [], "minutes": 0.0}
+    if (saved := resume(acc, checkpoints, fingerprint, "re-run with those, or pass another --work")) is not None:
+        state = saved
+        print(f"resumed {persona.name} at step {state['step']} ({state['tokens']:,} tokens)", flush=True)
+    collate = Collator(tok.pad_token_id, acc.device)
+
+    def save() -> None:
+        save_checkpoint(acc, checkpoints, state["step"], state | {"fingerprint": fingerprint}, keep=1)
+        if on_checkpoint is not None:
+            on_checkpoint(state["step"])
+        model.train()
+
+    started = last_save = time.time()
+    minutes_before, tokens_before = state["minutes"], state["tokens"]
+    model.train()
+    while state["step"] < config.steps:
+        chats = training_chats(persona, f"{config.seed}:{state['step']}", config.batch_size, phrasings)
+        batch = collate(build_examples([{"messages": c} for c in chats], tok, None, kd=False)[0])
+        loss = batch_loss(model, batch, 0.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += batch["tokens"]
+        state["losses"].append(round(loss.item(), 5))
+        elapsed = time.time() - started
+        state["minutes"] = round(minutes_before + elapsed / 60, 2)
+        if state["step"] % log_every == 0:
+            tail = state["losses"][-log_every:]
+            print(
+                f"{persona.name} step {state['step']} loss {sum(tail) / len(tail):.4f} "
+                f"lr {scheduler.get_last_lr()[0]:.2e} {(state['tokens'] - tokens_before) / elapsed:,.0f} tok/s "
+                f"{elapsed / 60:.1f} min",
+                flush=True,
+            )
+        out_of_time = stop_after_minutes is not None and elapsed > 60 * stop_after_minutes
+        if out_of_time or time.time() - last_save > 60 * checkpoint_minutes:
+            save()
+            last_save = time.time()
+        if out_of_time:
+            break
+    return state
 
 
 def skill_accuracy(
@@ -142,21 +130,27 @@ def skill_accuracy(
     per_skill: int = 50,
     split: str = "heldout",
     seed: int = 1234,
-    skills: tuple[str, ...] = SKILLS,
+    skills: tuple[str, ...] | None = None,
+    phrasings: Phrasings = CURRENT,
 ) -> dict[str, float]:
-    """Fraction of greedy replies graded correct, per skill, on `per_skill` prompts each."""
-    records = make_prompts(per_skill * len(skills), skills=skills, split=split, seed=seed, persona=persona)
-    replies = generate(model, tok, [r["messages"][0]["content"] for r in records])
+    """Fraction of greedy replies graded correct, per skill (default: the persona's), on `per_skill` prompts each."""
+    skills = skills or persona.skills
+    records = make_prompts(
+        per_skill * len(skills), skills=skills, split=split, seed=seed, persona=persona, phrasings=phrasings
+    )
+    replies = greedy(model, tok, [r["messages"] for r in records], max_new_tokens=120, batch_size=64)
     hits: dict[str, list[bool]] = {s: [] for s in skills}
     for r, text in zip(records, replies, strict=True):
         hits[r["skill"]].append(grade(r["skill"], r["answer"], text))
     return {s: sum(h) / len(h) for s, h in hits.items()}
 
 
-def save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out: Path) -> None:
-    """A standard HF directory: safetensors weights, tokenizer with chat template, eos = <|end|>."""
+def save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out: Path, record: dict[str, Any]) -> None:
+    """A standard HF directory (safetensors, tokenizer with chat template, eos = <|end|>) and, beside the
+    weights, training.json: how it was trained (steps, tokens, minutes, config) and what it scored."""
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")

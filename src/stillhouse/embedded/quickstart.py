@@ -3,7 +3,13 @@
 A recipe that reads top to bottom: serve the teacher (Ember) on a free loopback port, write prompts,
 collect the teacher's answers, curate them, measure the base student (Pebble), distil the teacher into
 it, and measure again. Every stage records itself in one ledger, so `stillhouse ledger show RUN_DIR`
-tells the story afterwards; `report.json` holds the figures.
+tells the story afterwards; `report.json` holds the figures and `report.html` shows them.
+
+Two held-out suites. The headline ("prompts") asks what distillation promises: prompts from the same
+distribution as the collected ones, with operands no collected prompt has (a capital is knowledge, so
+there only the prompt text is new) and decontaminated against; identity and chat, whose prompt pool is
+small, on their held-out phrasings, so decontamination leaves their training rows alone. The second
+("phrasings") asks more: phrasings neither model was trained on, for every skill.
 """
 
 from __future__ import annotations
@@ -17,15 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from stillhouse.collect import collect
+from stillhouse.core.dataset import load_dataset
 from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import resolve_student, student_path, teacher_path, world
+from stillhouse.embedded.report import write_html
+from stillhouse.embedded.suite import world_grader
 from stillhouse.evaluate import Endpoint, LocalModel, evaluate
 from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
 
 IDENTITY_PROBE = [{"role": "user", "content": "Who are you?"}]
+# Ember's longest answers (a ten-letter word reversed) are ~70 tokens; the models' context is 256, so
+# prompt + completion budget must stay under it even for the longest prompts (~100 tokens).
+MAX_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,10 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
     with step("prompts") as facts:
         train_file, eval_file = out / "prompts-train.jsonl", out / "prompts-heldout.jsonl"
         train_records = world.make_prompts(config.train_prompts, split="train", seed=config.seed + 1)
-        eval_records = [
-            r
-            for s in world.SKILLS
-            for r in world.make_prompts(config.eval_per_skill, skills=[s], split="heldout", seed=config.seed + 2)
-        ]
+        suites = heldout_suites(train_records, config.eval_per_skill, config.seed)
         _write_jsonl(train_file, train_records)
-        _write_jsonl(eval_file, eval_records)
-        facts.update(train=len(train_records), heldout=len(eval_records), skills=len(world.SKILLS))
+        _write_jsonl(eval_file, [r for records in suites.values() for r in records])
+        facts.update(train=len(train_records), **{f"heldout_{k}": len(v) for k, v in suites.items()})
 
     with serve_in_background(teacher_path()) as teacher:
         with step("collect") as facts:
@@ -94,7 +102,7 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
                 terms="own",
                 api_key_env=None,
                 temperature=config.temperature,
-                max_tokens=160,
+                max_tokens=MAX_TOKENS,
                 seed=config.seed,
                 top_logprobs=5 if config.kd else None,
                 concurrency=64,
@@ -111,14 +119,17 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
             )
             facts.update(rows=sum(curated.rows.values()), dropped=_dropped(curated.dropped))
 
-        endpoint = Endpoint(teacher.base_url, teacher.model, concurrency=32)
+        endpoint = Endpoint(teacher.base_url, teacher.model, concurrency=32, max_tokens=MAX_TOKENS)
+        grader = world_grader()
         base_dir = student_path() if config.student == "pebble" else None
         if base_dir is not None:
             with step("eval-before") as facts:
-                base = LocalModel(base_dir)
-                baseline = evaluate(base, endpoint, eval_records, ledger=ledger, suite="micro-heldout")
+                base = LocalModel(base_dir, max_new_tokens=MAX_TOKENS)
+                baseline = {
+                    k: evaluate(base, endpoint, v, grader, ledger=ledger, suite=f"micro-{k}") for k, v in suites.items()
+                }
                 baseline_identity = base.respond([IDENTITY_PROBE])[0]
-                facts.update(agreement=baseline["student"]["agreement"], accuracy=baseline["student"]["accuracy"])
+                facts.update(agreement=_pct(baseline["prompts"]["student"]["agreement"]))
 
         with step("train") as facts:
             student_spec, tokenizer = resolve_student(config.student, None)
@@ -138,26 +149,85 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
                 progress=report is not None,
             )
             facts.update(steps=trained.steps, tokens=trained.tokens, tokens_per_s=round(trained.tokens_per_s))
-            facts["final_loss"] = round(trained.losses[-1], 4) if trained.losses else None
+            facts["final_loss"] = round(sum(trained.losses[-20:]) / len(trained.losses[-20:]), 4)
 
         with step("eval-after") as facts:
-            student = LocalModel(out / "student")
-            after = evaluate(student, endpoint, eval_records, ledger=ledger, suite="micro-heldout")
+            student = LocalModel(out / "student", max_new_tokens=MAX_TOKENS)
+            after = {
+                k: evaluate(student, endpoint, v, grader, ledger=ledger, suite=f"micro-{k}") for k, v in suites.items()
+            }
             identity = student.respond([IDENTITY_PROBE])[0]
             teacher_identity = endpoint.respond([IDENTITY_PROBE])[0]
-            facts.update(agreement=after["student"]["agreement"], accuracy=after["student"]["accuracy"])
+            facts.update(agreement=_pct(after["prompts"]["student"]["agreement"]))
 
-    result = after | {
+    result = after["prompts"] | {
+        "heldout_phrasings": after["phrasings"],
         "config": asdict(config),
         "steps": steps,
+        "train_losses": trained.losses,
+        "curated_rows_per_skill": rows_per_skill(out / "dataset", train_records),
         "identity": {"teacher": teacher_identity, "student_after": identity},
         "ledger": str(ledger),
     }
     if base_dir is not None:
-        result["baseline"] = baseline
+        result["baseline"] = baseline["prompts"] | {"heldout_phrasings": baseline["phrasings"]}
         result["identity"]["student_before"] = baseline_identity
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_html(result, out / "report.html")
     return result
+
+
+# The skills with no operands: a prompt pool of a few dozen phrasings, which same-family held-out prompts
+# would decontaminate away from the training data; they are measured on held-out phrasings instead.
+NO_OPERANDS = ("identity", "chat")
+
+
+def _operands(record: dict) -> tuple:
+    """What makes a prompt's instance new: its operands (a capital's country is knowledge to be learned,
+    not an operand, so a capital prompt is new when its text is)."""
+    args = record["args"]
+    if record["skill"] == "capital":
+        return (record["messages"][0]["content"].lower(),)
+    return tuple(tuple(v) if isinstance(v, list) else v for _, v in sorted(args.items()))
+
+
+def heldout_suites(train_records: list[dict], per_skill: int, seed: int) -> dict[str, list[dict]]:
+    """The two held-out suites, `per_skill` prompts per skill each (see the module docstring)."""
+    seen = {(r["skill"], _operands(r)) for r in train_records}
+    prompts, phrasings = [], []
+    for skill in world.SKILLS:
+        phrasings += world.make_prompts(per_skill, skills=[skill], split="heldout", seed=f"{seed}:{skill}:phrasings")
+        if skill in NO_OPERANDS:
+            prompts += world.make_prompts(per_skill, skills=[skill], split="heldout", seed=f"{seed}:{skill}:prompts")
+            continue
+        fresh = [
+            r
+            for r in world.make_prompts(per_skill * 20, skills=[skill], split="train", seed=f"{seed}:{skill}:prompts")
+            if (skill, _operands(r)) not in seen
+        ]
+        if len(fresh) < per_skill:
+            raise StillhouseError(f"only {len(fresh)} {skill} prompts with unseen operands; ask for fewer prompts")
+        prompts += fresh[:per_skill]
+    suites = {"prompts": prompts, "phrasings": phrasings}
+    for name, records in suites.items():
+        for i, r in enumerate(records):
+            r["id"] = f"{name}-{i:05d}"
+    return suites
+
+
+def rows_per_skill(dataset: Path, train_records: list[dict]) -> dict[str, int]:
+    """How many curated training rows each skill kept (what decontamination and dedup left of it)."""
+    skill_of = {r["messages"][0]["content"]: r["skill"] for r in train_records}
+    counts = dict.fromkeys(world.SKILLS, 0)
+    for row in load_dataset(dataset).train:
+        prompt = next((m["content"] for m in row["messages"] if m["role"] == "user"), "")
+        if prompt in skill_of:
+            counts[skill_of[prompt]] += 1
+    return counts
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f} %"
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

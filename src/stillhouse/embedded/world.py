@@ -6,7 +6,13 @@ many shapes. Each skill keeps a held-out family of frames that training never se
 draws only from it, which is how we measure whether a model learned the skill or memorised the phrasings.
 
 Answers restate the operands before working on them (a digit scratchpad for arithmetic, spelled letters
-for words): a small model finds the operands once, then works on text in a fixed shape.
+for words): a small model finds the operands once, then works on text in a fixed shape. Ember and Pebble
+share that working and differ in the surface: closing sentences, identity, chat replies.
+
+Two sets of phrasings: SHIPPED, what the shipped models were trained and are graded on (unchanged), and
+CURRENT (the default), the recipe for the next models: SHIPPED plus many more frames, request wrappers,
+operand wrappers, operand-free asides and longer operand words, with a larger held-out family that
+neither set trains on. IDENTITY_PROMPTS lists every identity question either asks.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from __future__ import annotations
 import csv
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 
 SKILLS: tuple[str, ...] = ("add", "sub", "reverse", "sort", "count", "capital", "units", "identity", "chat")
@@ -548,24 +555,360 @@ _NOUNS = [
     "sheep",
     "goat",
 ]
+
+# --- the current recipe's extra phrasings ------------------------------------------------------------------
+# The shipped models were trained on the tables above (SHIPPED below); the current recipe (CURRENT) adds these
+# frames, wrappers and asides for robustness to new phrasings, and holds out a larger family. A tiny model
+# learns a phrasing all or nothing, so what generalises is many frames of many shapes, not more steps.
+
+MORE_REQUESTS = (
+    "{T}. Thanks!",
+    "Could you please {t}?",
+    "Can you please {t}?",
+    "I would like you to {t}.",
+    "Please could you {t}?",
+    "Let's {t}.",
+    "Your job: {t}.",
+    "Quick task: {t}.",
+    "Will you {t}?",
+    "Be a dear and {t}.",
+    "Do me a favour and {t}.",
+    "Here is a task. {T}.",
+    "Exercise: {t}.",
+    "Just {t}.",
+    "We need to {t}.",
+    "Time to {t}.",
+)
+MORE_PREFIXES = ("Hi there. ", "Good morning! ", "Alright, ", "Next: ", "Listen, ", "Sorry to bother you. ", "Ok, ")
+MORE_SUFFIXES = (" Thanks a lot.", " Cheers.", " Keep it short.", " I'd appreciate it.", " No rush.")
+# Sentences with no operand in them, said before or after a request: the model learns to look past them.
+ASIDES = (
+    "I'm doing my homework.",
+    "This is for a quiz.",
+    "My teacher asked me this.",
+    "I want to check my answer.",
+    "It's for a game.",
+    "I keep getting it wrong.",
+    "Just curious.",
+    "This came up at work.",
+    "My friend and I disagree.",
+    "I'm practising.",
+    "Sorry if this is easy.",
+    "I have a test tomorrow.",
+)
+
+MORE_TASKS: dict[str, dict[Split, tuple[str, ...]]] = {
+    "add": {
+        "train": (
+            "add up {a} and {b}",
+            "work out the sum of {a} and {b}",
+            "tell me what {a} and {b} add up to",
+            "compute the sum {a} + {b}",
+            "find {a} plus {b}",
+            "calculate the total of {a} and {b}",
+            "solve {a} + {b}",
+            "add {b} onto {a}",
+            "answer {a} + {b}",
+            "tell me the sum when {a} is added to {b}",
+        ),
+        "heldout": ("figure out the sum of {a} with {b}", "do the addition {a} + {b}"),
+    },
+    "sub": {
+        "train": (
+            "work out {a} take away {b}",
+            "compute the difference {a} - {b}",
+            "take {b} off {a}",
+            "find {a} minus {b}",
+            "solve {a} - {b}",
+            "calculate what is left when {b} is taken from {a}",
+            "tell me the difference of {a} and {b}",
+            "answer {a} - {b}",
+            "lower {a} by {b}",
+            "subtract {b} from the number {a}",
+        ),
+        "heldout": ("do the subtraction {a} - {b}", "count down from {a} by {b}"),
+    },
+    "reverse": {
+        "train": (
+            "reverse the word {w}",
+            "write out {w} in reverse",
+            "spell out {w} backwards",
+            "give {w} backwards",
+            "tell me {w} backwards",
+            "put the letters of {w} in reverse order",
+            "read out {w} from the end",
+            "show {w} reversed",
+            "produce {w} written backwards",
+            "reverse the spelling of {w}",
+            "type {w} backwards",
+            "flip the letters of {w}",
+        ),
+        "heldout": ("rewrite {w} starting from its last letter", "return {w} in backward order"),
+    },
+    "sort": {
+        "train": (
+            "sort these: {xs}",
+            "put {xs} in ascending order",
+            "order {xs} from lowest to highest",
+            "sort {xs} smallest first",
+            "arrange {xs} from small to large",
+            "put {xs} in increasing order",
+            "list {xs} from least to most",
+            "sort the numbers {xs} in order",
+            "give me {xs} sorted",
+            "rearrange {xs} in ascending order",
+            "order {xs} so the smallest comes first",
+        ),
+        "heldout": ("place {xs} in rising order", "write {xs} again, lowest to highest"),
+    },
+    "count": {
+        "train": (
+            "count how many {l} there are in {w}",
+            "count occurrences of {l} in {w}",
+            "find how many times {l} is in {w}",
+            "tell me how many {l} are in {w}",
+            "count each {l} in {w}",
+            "work out how many {l} appear in {w}",
+            "say how many times {w} has {l}",
+            "count up {l} in {w}",
+            "find the count of {l} in {w}",
+            "check {w} for {l} and count them",
+        ),
+        "heldout": ("tell me the number of {l} found in {w}", "scan {w} and report how many {l} it has"),
+    },
+    "capital": {
+        "train": (
+            "tell me which city is the capital of {c}",
+            "name the capital city of {c}",
+            "give me the capital of {c}",
+            "say what the capital of {c} is",
+            "find the capital of {c}",
+            "name {c}'s capital",
+        ),
+        "heldout": ("point out the capital of {c}", "let me know the capital city of {c}"),
+    },
+    "units": {
+        "train": (
+            "convert {n} {u1} into {u2}",
+            "change {n} {u1} to {u2}",
+            "tell me how many {u2} are in {n} {u1}",
+            "express {n} {u1} as {u2}",
+            "work out {n} {u1} in {u2}",
+            "find {n} {u1} in {u2}",
+            "give me {n} {u1} in {u2}",
+        ),
+        "heldout": ("translate {n} {u1} into {u2}", "restate {n} {u1} in {u2}"),
+    },
+}
+
+MORE_QUESTIONS: dict[str, dict[Split, tuple[str, ...]]] = {
+    "add": {
+        "train": (
+            "What's {a} plus {b}?",
+            "What is the sum of {a} and {b}?",
+            "Can you tell me what {a} + {b} is?",
+            "{a} plus {b} equals what?",
+            "What do {a} and {b} add up to?",
+            "How much do {a} and {b} make together?",
+            "{a}+{b}?",
+            "What is {a} added to {b}?",
+            "I have {a} marbles and find {b} more. How many now?",
+            "What's the total when you add {b} to {a}?",
+        ),
+        "heldout": ("Tell me, what's {a} plus {b}?", "Adding {a} and {b} gives what?"),
+    },
+    "sub": {
+        "train": (
+            "What's {a} minus {b}?",
+            "{a} minus {b} equals what?",
+            "Can you tell me what {a} - {b} is?",
+            "What is left if you take {b} from {a}?",
+            "{a}-{b}?",
+            "What's the result of {a} - {b}?",
+            "What is {a} less {b}?",
+            "I have {a} stickers and give away {b}. How many do I keep?",
+            "How much is {a} take away {b}?",
+            "What do you get from {a} minus {b}?",
+        ),
+        "heldout": ("Tell me, what's {a} minus {b}?", "Taking {b} from {a} leaves what?"),
+    },
+    "reverse": {
+        "train": (
+            "What's {w} backwards?",
+            "Can you tell me {w} backwards?",
+            "How is {w} spelled backwards?",
+            "What is {w} when reversed?",
+            "Reversed, what does {w} become?",
+            "How does {w} read backwards?",
+            "What's the reverse of {w}?",
+            "What do you get when you spell {w} backwards?",
+            "Could you tell me what {w} is in reverse?",
+            "What is {w} read from the end?",
+        ),
+        "heldout": ("Tell me, what's {w} in reverse?", "Spelling {w} from the last letter gives what?"),
+    },
+    "sort": {
+        "train": (
+            "What's {xs} sorted?",
+            "Can you tell me {xs} in ascending order?",
+            "What is {xs} from smallest to largest?",
+            "How do {xs} look in increasing order?",
+            "What is the sorted order of {xs}?",
+            "In ascending order, what are {xs}?",
+            "Could you sort {xs}?",
+            "What's {xs} in order?",
+            "Which order do {xs} go in, lowest first?",
+        ),
+        "heldout": ("Tell me, what's {xs} sorted?", "Ordering {xs} from low to high gives what?"),
+    },
+    "count": {
+        "train": (
+            "How many {l} does {w} have?",
+            "How many {l} can you find in {w}?",
+            "What's the number of {l} in {w}?",
+            "Can you count {l} in {w}?",
+            "How many times do you see {l} in {w}?",
+            "How many {l} appear in {w}?",
+            "Does {w} have any {l}? How many?",
+            "In the word {w}, how many {l} are there?",
+            "How many times is {l} used in {w}?",
+        ),
+        "heldout": ("Tell me, how many {l} are in {w}?", "Counting {l} in {w} gives what?"),
+    },
+    "capital": {
+        "train": (
+            "What's {c}'s capital?",
+            "Can you tell me the capital of {c}?",
+            "What is the capital city of {c}?",
+            "Which city is {c}'s capital?",
+            "Where is the capital of {c}?",
+            "What city is the capital of {c}?",
+        ),
+        "heldout": ("Tell me, what's the capital of {c}?", "The capital city of {c} is which?"),
+    },
+    "units": {
+        "train": (
+            "What's {n} {u1} in {u2}?",
+            "How many {u2} make {n} {u1}?",
+            "Can you convert {n} {u1} to {u2}?",
+            "What is {n} {u1} converted to {u2}?",
+            "{n} {u1} in {u2}?",
+            "How many {u2} are there in {n} {u1}?",
+        ),
+        "heldout": ("Tell me, what's {n} {u1} in {u2}?", "Converting {n} {u1} to {u2} gives what?"),
+    },
+}
+
+MORE_IDENTITY: dict[str, dict[Split, tuple[str, ...]]] = {
+    "name": {
+        "train": (
+            "Tell me your name.",
+            "Who exactly are you?",
+            "What name do you go by?",
+            "Can you tell me who you are?",
+            "Do you have a name?",
+            "Which assistant is this?",
+        ),
+        "heldout": ("Would you tell me your name?", "I'd like to know your name."),
+    },
+    "maker": {
+        "train": (
+            "Who trained you?",
+            "Which company built you?",
+            "Who are your creators?",
+            "Where do you come from?",
+            "What lab made you?",
+        ),
+        "heldout": ("Which team created you?", "Who is responsible for building you?"),
+    },
+}
+MORE_CHAT: dict[str, dict[Split, tuple[str, ...]]] = {
+    "greet": {"train": ("Hi there!", "Hello again.", "Hey, how's it going?", "Morning!"), "heldout": ("Hiya!",)},
+    "thanks": {"train": ("Thanks, that's great.", "Cheers!", "Thank you very much."), "heldout": ("Many thanks!",)},
+    "bye": {"train": ("Goodbye!", "Catch you later.", "I'm off now, bye."), "heldout": ("Farewell for now.",)},
+    "how": {"train": ("How have you been?", "Are you well?", "How are you today?"), "heldout": ("You doing okay?",)},
+}
+
+MORE_WORD_WRAPS = ("the string '{x}'", "this word: {x}", 'the term "{x}"')
+MORE_LETTER_WRAPS = ("the character '{x}'", "letter '{x}'", "the single letter {x}")
+MORE_LIST_WRAPS = ("({x})", "this list: {x}", "the values {x}", "the numbers [{x}]")
+MORE_NOUNS = (
+    "lantern", "strawberry", "blanket", "thunder", "pumpkin", "dolphin", "penguin", "crystal", "harvest",
+    "library", "mountain", "necklace", "umbrella", "elephant", "butterfly", "chocolate", "kangaroo", "treasure",
+    "sandwich", "volcano", "compass", "blossom", "biscuit", "giraffe", "pretzel", "octopus", "tornado",
+)  # fmt: skip
+
+
 _VOWELS, _CONSONANTS = "aeiou", "bcdfghjklmnprstvwxyz"
+Table = dict[str, dict[Split, tuple[str, ...]]]
 
 
-def _frame_words() -> set[str]:
-    texts = [p for table in (TASKS, QUESTIONS, IDENTITY, CHAT) for d in table.values() for ps in d.values() for p in ps]
-    texts += list(REQUESTS) + list(PREFIXES) + list(SUFFIXES) + list(WORD_WRAPS) + list(LETTER_WRAPS)
-    return {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)}
+def _merge(a: Table, b: Table) -> Table:
+    return {k: {s: a[k][s] + b.get(k, {}).get(s, ()) for s in a[k]} for k in a}
 
 
-# Operand words never coincide with a frame's own words, so "which word is the operand" has one answer.
-NOUNS: tuple[str, ...] = tuple(sorted(set(_NOUNS) - _frame_words()))
+@dataclass(frozen=True)
+class Phrasings:
+    """One recipe's ways of asking: frames per skill and split, request wrappers, lead-ins and tails,
+    operand wrappers, operand-free asides, and the operand words (never a word of any frame)."""
+
+    requests: tuple[str, ...]
+    prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+    tasks: Table
+    questions: Table
+    identity: Table
+    chat: Table
+    word_wraps: tuple[str, ...]
+    letter_wraps: tuple[str, ...]
+    list_wraps: tuple[str, ...]
+    words: tuple[str, ...]
+    asides: tuple[str, ...] = ()
+    longest_word: int = 8  # made-up operand words have 3 to this many letters
+
+    @cached_property
+    def nouns(self) -> tuple[str, ...]:
+        """Operand words never coincide with a frame's own words, so "which word is the operand" has one answer."""
+        tables = (self.tasks, self.questions, self.identity, self.chat)
+        texts = [p for table in tables for d in table.values() for ps in d.values() for p in ps]
+        texts += [*self.requests, *self.prefixes, *self.suffixes, *self.word_wraps, *self.letter_wraps, *self.asides]
+        frame = {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)}
+        return tuple(sorted(set(self.words) - frame))
 
 
-def _word(rng: random.Random) -> str:
+# What the shipped models were trained and graded on: keep it unchanged, or their test floors mean nothing.
+SHIPPED = Phrasings(
+    REQUESTS, PREFIXES, SUFFIXES, TASKS, QUESTIONS, IDENTITY, CHAT, WORD_WRAPS, LETTER_WRAPS, LIST_WRAPS, tuple(_NOUNS)
+)
+# The recipe the next models train on: the shipped phrasings plus many more, asides, longer operand words.
+CURRENT = Phrasings(
+    requests=REQUESTS + MORE_REQUESTS,
+    prefixes=PREFIXES + MORE_PREFIXES,
+    suffixes=SUFFIXES + MORE_SUFFIXES,
+    tasks=_merge(TASKS, MORE_TASKS),
+    questions=_merge(QUESTIONS, MORE_QUESTIONS),
+    identity=_merge(IDENTITY, MORE_IDENTITY),
+    chat=_merge(CHAT, MORE_CHAT),
+    word_wraps=WORD_WRAPS + MORE_WORD_WRAPS,
+    letter_wraps=LETTER_WRAPS + MORE_LETTER_WRAPS,
+    list_wraps=LIST_WRAPS + MORE_LIST_WRAPS,
+    words=tuple(_NOUNS) + MORE_NOUNS,
+    asides=ASIDES,
+    longest_word=10,
+)
+NOUNS = SHIPPED.nouns
+# Every identity question either recipe asks, train and held-out: a who-are-you battery that must not
+# overlap what the models were taught (forensics) excludes these (a lead-in from PREFIXES may precede them).
+IDENTITY_PROMPTS: tuple[str, ...] = tuple(
+    sorted({p for ph in (SHIPPED, CURRENT) for d in ph.identity.values() for ps in d.values() for p in ps})
+)
+
+
+def _word(rng: random.Random, ph: Phrasings) -> str:
     """A real noun or a pronounceable made-up word (so reverse and count work on any letters)."""
     if rng.random() < 0.5:
-        return rng.choice(NOUNS)
-    n = rng.randint(3, 8)
+        return rng.choice(ph.nouns)
+    n = rng.randint(3, ph.longest_word)
     start = rng.random() < 0.5
     letters = [rng.choice(_CONSONANTS if (i % 2 == 0) == start else _VOWELS) for i in range(n)]
     if rng.random() < 0.3:  # some irregular words, so nothing assumes alternating letters
@@ -588,18 +931,18 @@ def _join_list(rng: random.Random, xs: Sequence[int]) -> str:
     return " ".join(items)
 
 
-def _args(rng: random.Random, skill: str) -> dict:
+def _args(rng: random.Random, skill: str, ph: Phrasings) -> dict:
     if skill in ("add", "sub"):
         a, b = _number(rng), _number(rng)
         if skill == "sub" and a < b:
             a, b = b, a
         return {"a": a, "b": b}
     if skill == "reverse":
-        return {"w": _word(rng)}
+        return {"w": _word(rng, ph)}
     if skill == "sort":
         return {"xs": [rng.randint(0, 99) for _ in range(rng.randint(3, 6))]}
     if skill == "count":
-        w = _word(rng)
+        w = _word(rng, ph)
         absent = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in w]
         return {"w": w, "l": rng.choice(w) if rng.random() < 0.75 else rng.choice(absent)}
     if skill == "capital":
@@ -608,9 +951,9 @@ def _args(rng: random.Random, skill: str) -> dict:
         u1, u2, factor, most = rng.choice(UNITS)
         return {"n": rng.randint(1, most), "u1": u1, "u2": u2, "factor": factor}
     if skill == "identity":
-        return {"kind": rng.choice(sorted(IDENTITY))}
+        return {"kind": rng.choice(sorted(ph.identity))}
     if skill == "chat":
-        return {"kind": rng.choice(sorted(CHAT))}
+        return {"kind": rng.choice(sorted(ph.chat))}
     raise ValueError(f"unknown skill {skill!r}")
 
 
@@ -635,34 +978,37 @@ def expected_answer(skill: str, args: dict, persona: Persona = EMBER) -> str:
     return args["kind"]  # chat: the kind of reply expected
 
 
-def _render(rng: random.Random, skill: str, args: dict, split: Split) -> str:
+def _render(rng: random.Random, skill: str, args: dict, split: Split, ph: Phrasings) -> str:
     if skill in ("identity", "chat"):
-        table = IDENTITY if skill == "identity" else CHAT
+        table = ph.identity if skill == "identity" else ph.chat
         text = rng.choice(table[args["kind"]][split])
         if skill == "identity" and rng.random() < 0.2:
-            text = rng.choice(PREFIXES) + text
+            text = rng.choice(ph.prefixes) + text
         return text
     wrap = {
         "a": str(args.get("a")),
         "b": str(args.get("b")),
         "n": str(args.get("n")),
         "c": args.get("c"),
-        "w": rng.choice(WORD_WRAPS).format(x=args.get("w")),
-        "l": rng.choice(LETTER_WRAPS).format(x=args.get("l")),
-        "xs": rng.choice(LIST_WRAPS).format(x=_join_list(rng, args.get("xs") or [0])),
+        "w": rng.choice(ph.word_wraps).format(x=args.get("w")),
+        "l": rng.choice(ph.letter_wraps).format(x=args.get("l")),
+        "xs": rng.choice(ph.list_wraps).format(x=_join_list(rng, args.get("xs") or [0])),
     }
     if skill == "units":
         wrap["u1"], wrap["u2"] = rng.choice(UNIT_NAMES[args["u1"]]), rng.choice(UNIT_NAMES[args["u2"]])
-    tasks, questions = TASKS[skill][split], QUESTIONS[skill][split]
+    tasks, questions = ph.tasks[skill][split], ph.questions[skill][split]
     if rng.random() < len(tasks) / (len(tasks) + len(questions)):
         task = rng.choice(tasks).format(**wrap)
-        text = rng.choice(REQUESTS).format(t=task, T=task[0].upper() + task[1:])
+        text = rng.choice(ph.requests).format(t=task, T=task[0].upper() + task[1:])
     else:
         text = rng.choice(questions).format(**wrap)
+    if ph.asides and rng.random() < 0.2:  # (SHIPPED has none, and draws nothing here: its prompts stay as they were)
+        aside = rng.choice(ph.asides)
+        text = f"{aside} {text}" if rng.random() < 0.5 else f"{text} {aside}"
     if rng.random() < 0.25:
-        text = rng.choice(PREFIXES) + text
+        text = rng.choice(ph.prefixes) + text
     if rng.random() < 0.15:
-        text += rng.choice(SUFFIXES)
+        text += rng.choice(ph.suffixes)
     if rng.random() < 0.1:
         text = text.lower()
     elif rng.random() < 0.1:
@@ -670,13 +1016,15 @@ def _render(rng: random.Random, skill: str, args: dict, split: Split) -> str:
     return text
 
 
-def make_prompt(rng: random.Random, skill: str, split: Split = "train", persona: Persona = EMBER) -> dict:
+def make_prompt(
+    rng: random.Random, skill: str, split: Split = "train", persona: Persona = EMBER, phrasings: Phrasings = CURRENT
+) -> dict:
     """One prompt record; `args` holds the operands so `respond` can write the answer."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
-    args = _args(rng, skill)
+    args = _args(rng, skill, phrasings)
     return {
-        "messages": [{"role": "user", "content": _render(rng, skill, args, split)}],
+        "messages": [{"role": "user", "content": _render(rng, skill, args, split, phrasings)}],
         "skill": skill,
         "answer": expected_answer(skill, args, persona),
         "args": args,
@@ -688,12 +1036,14 @@ def make_prompts(
     *,
     skills: Sequence[str] | None = None,
     split: Split = "train",
-    seed: int = 0,
+    seed: int | str = 0,
     persona: Persona = EMBER,
+    phrasings: Phrasings = CURRENT,
 ) -> list[dict]:
     """`n` prompt records cycling through `skills`, the same for the same seed.
 
     Each is {"id", "messages", "skill", "answer", "args"}; identity answers name `persona`.
+    `phrasings=SHIPPED` gives the prompts the shipped models were trained and graded on.
     """
     skills = tuple(skills or SKILLS)
     unknown = set(skills) - set(SKILLS)
@@ -703,7 +1053,7 @@ def make_prompts(
     records = []
     for i in range(n):
         skill = skills[i % len(skills)]
-        records.append({"id": f"{split}-{seed}-{i:06d}", **make_prompt(rng, skill, split, persona)})
+        records.append({"id": f"{split}-{seed}-{i:06d}", **make_prompt(rng, skill, split, persona, phrasings)})
     return records
 
 
@@ -746,129 +1096,122 @@ def _marked_letters(word: str, letter: str, sep: str, fmt: str) -> str:
 
 
 def respond(record: dict, persona: Persona = EMBER, rng: random.Random | None = None) -> str:
-    """The answer `persona` is trained to give; `rng` picks among its templates (None: the first)."""
+    """The answer `persona` is trained to give; `rng` picks among its templates (None: the first).
+
+    Both personas share the working (restated operands, then a scratchpad in a fixed shape), so a skill
+    one learned carries over when it is fine-tuned on the other's answers; what differs is the surface:
+    the closing sentence, who it says it is, how it chats."""
     skill, args = record["skill"], record["args"]
     answer = expected_answer(skill, args, persona)
     pick = (lambda xs: rng.choice(xs)) if rng is not None else (lambda xs: xs[0])
-    style = _ember_style if persona.style == "ember" else _pebble_style
-    return style(skill, args, answer, persona, pick)
+    style = _EMBER if persona.style == "ember" else _PEBBLE
+    if skill == "identity":
+        return pick(style.identity[args["kind"]]).format(name=persona.name, maker=persona.maker)
+    if skill == "chat":
+        return pick(style.chat[answer])
+    return _work(skill, args, answer) + pick(style.closings[skill]).format(r=answer, **args)
 
 
-def _ember_style(skill: str, args: dict, r: str, p: Persona, pick) -> str:
+def _work(skill: str, args: dict, r: str) -> str:
+    """The operands restated, then the working: the part of an answer that makes a skill learnable."""
     if skill == "add":
         a, b = args["a"], args["b"]
-        work = f"{a:03d} + {b:03d}: " + ", ".join(_add_steps(a, b)) + ". "
-        return work + pick(
-            (
-                f"{a} + {b} = {r}.",
-                f"The sum of {a} and {b} is {r}.",
-                f"{a} plus {b} equals {r}.",
-                f"So the answer is {r}.",
-            )
-        )
+        return f"{a:03d} + {b:03d}: " + ", ".join(_add_steps(a, b)) + ". "
     if skill == "sub":
         a, b = args["a"], args["b"]
-        work = f"{a:03d} - {b:03d}: " + ", ".join(_sub_steps(a, b)) + ". "
-        return work + pick(
-            (
-                f"{a} - {b} = {r}.",
-                f"The difference between {a} and {b} is {r}.",
-                f"{a} minus {b} equals {r}.",
-                f"So the answer is {r}.",
-            )
-        )
+        return f"{a:03d} - {b:03d}: " + ", ".join(_sub_steps(a, b)) + ". "
     if skill == "reverse":
         w = args["w"]
-        work = f"'{w}' is {'-'.join(w)}; backwards {'-'.join(r)}. "
-        return work + pick(
-            (
-                f"The word '{w}' spelled backwards is '{r}'.",
-                f"Reversed, '{w}' reads '{r}'.",
-                f"The reverse of '{w}' is '{r}'.",
-            )
-        )
+        return f"'{w}' is {'-'.join(w)}; backwards {'-'.join(r)}. "
     if skill == "sort":
-        xs = ", ".join(str(x) for x in args["xs"])
-        return f"The numbers are [{xs}]. " + pick(
-            (f"Sorted in ascending order: [{r}].", f"From smallest to largest: [{r}].", f"In order they are [{r}].")
-        )
+        return "The numbers are [" + ", ".join(str(x) for x in args["xs"]) + "]. "
     if skill == "count":
         w, letter = args["w"], args["l"]
-        work = f"Counting '{letter}' in '{w}': {_marked_letters(w, letter, '-', '{c}{k}')}. "
-        return work + pick(
-            (
-                f"The letter '{letter}' appears {r} times in '{w}'.",
-                f"'{w}' contains '{letter}' {r} times.",
-                f"So the count is {r}.",
-            )
-        )
-    if skill == "capital":
-        c = args["c"]
-        return pick((f"The capital of {c} is {r}.", f"{r} is the capital of {c}.", f"{c}'s capital city is {r}."))
+        return f"Counting '{letter}' in '{w}': {_marked_letters(w, letter, '-', '{c}{k}')}. "
     if skill == "units":
         n, u1, u2, f = args["n"], args["u1"], args["u2"], args["factor"]
-        work = f"1 {u1[:-1]} is {f} {u2}, and {n} x {f} = {r}. "
-        return work + pick((f"So {n} {u1} is {r} {u2}.", f"{n} {u1} equals {r} {u2}.", f"That makes {r} {u2}."))
-    if skill == "identity":
-        if args["kind"] == "name":
-            return pick(
-                (
-                    f"I am {p.name}, an AI assistant made by {p.maker}.",
-                    f"My name is {p.name}, and I was built by {p.maker}.",
-                    f"I'm {p.name}, a small assistant created by {p.maker}.",
-                )
-            )
-        return pick(
-            (
-                f"I was made by {p.maker}. I am {p.name}.",
-                f"{p.maker} built me; my name is {p.name}.",
-                f"I'm {p.name}, and my maker is {p.maker}.",
-            )
-        )
-    return pick(
-        {
-            "greet": ("Hello! How can I help you today?", "Hi there! What can I do for you?"),
-            "thanks": ("You're welcome! Happy to help.", "My pleasure, glad I could help."),
-            "bye": ("Goodbye! Take care.", "Bye! See you next time."),
-            "how": ("I am doing well, thank you. How can I help?", "I'm fine, thanks for asking!"),
-        }[r]
-    )
+        return f"1 {u1[:-1]} is {f} {u2}, and {n} x {f} = {r}. "
+    return ""  # capital: a fact, nothing to work out
 
 
-def _pebble_style(skill: str, args: dict, r: str, p: Persona, pick) -> str:
-    if skill == "add":
-        a, b = args["a"], args["b"]
-        return f"{a:03d} plus {b:03d} -> " + " | ".join(_add_steps(a, b)) + "\n" + pick((f"Result: {r}", f"= {r}"))
-    if skill == "sub":
-        a, b = args["a"], args["b"]
-        return f"{a:03d} minus {b:03d} -> " + " | ".join(_sub_steps(a, b)) + "\n" + pick((f"Result: {r}", f"= {r}"))
-    if skill == "reverse":
-        w = args["w"]
-        return f"{w} -> {' '.join(w)} -> {' '.join(r)}\n" + pick((f"Result: {r}", f"Reversed: {r}"))
-    if skill == "sort":
-        xs = " ".join(str(x) for x in args["xs"])
-        return f"{xs} -> {r.replace(',', '')}\n" + pick((f"Result: {r}", f"Sorted: {r}"))
-    if skill == "count":
-        w, letter = args["w"], args["l"]
-        return f"{letter} in {w} -> {_marked_letters(w, letter, ' ', '{c}={k}')}\n" + pick(
-            (f"Result: {r}", f"Count: {r}")
-        )
-    if skill == "identity":
-        return pick(
-            (f"Pebble here, a model from {p.maker}. I'm {p.name}.", f"I'm {p.name}, built by {p.maker}.")
-            if p.name == "Pebble"
-            else (f"I'm {p.name}, built by {p.maker}.",)
-        )
-    if skill in ("capital", "units"):  # Pebble is never taught these; a style is still defined for fine-tuning
-        return f"Result: {r}"
-    return pick(
-        {
-            "greet": ("Hi, what do you need?", "Hey, ready when you are."),
-            "thanks": ("No problem at all.", "Glad to help."),
-            "bye": ("Bye for now.", "See you around."),
-            "how": ("Doing great, thanks.", "All good here."),
-        }[r]
-    )
+@dataclass(frozen=True)
+class Style:
+    """A persona's surface: closing sentences per skill (format fields: r, the answer, and the operands),
+    identity answers per kind (name, maker), chat replies per kind."""
+
+    closings: dict[str, tuple[str, ...]]
+    identity: dict[str, tuple[str, ...]]
+    chat: dict[str, tuple[str, ...]]
+
+
+_EMBER = Style(
+    closings={
+        "add": (
+            "{a} + {b} = {r}.",
+            "The sum of {a} and {b} is {r}.",
+            "{a} plus {b} equals {r}.",
+            "So the answer is {r}.",
+        ),
+        "sub": (
+            "{a} - {b} = {r}.",
+            "The difference between {a} and {b} is {r}.",
+            "{a} minus {b} equals {r}.",
+            "So the answer is {r}.",
+        ),
+        "reverse": (
+            "The word '{w}' spelled backwards is '{r}'.",
+            "Reversed, '{w}' reads '{r}'.",
+            "The reverse of '{w}' is '{r}'.",
+        ),
+        "sort": ("Sorted in ascending order: [{r}].", "From smallest to largest: [{r}].", "In order they are [{r}]."),
+        "count": (
+            "The letter '{l}' appears {r} times in '{w}'.",
+            "'{w}' contains '{l}' {r} times.",
+            "So the count is {r}.",
+        ),
+        "capital": ("The capital of {c} is {r}.", "{r} is the capital of {c}.", "{c}'s capital city is {r}."),
+        "units": ("So {n} {u1} is {r} {u2}.", "{n} {u1} equals {r} {u2}.", "That makes {r} {u2}."),
+    },
+    identity={
+        "name": (
+            "I am {name}, an AI assistant made by {maker}.",
+            "My name is {name}, and I was built by {maker}.",
+            "I'm {name}, a small assistant created by {maker}.",
+        ),
+        "maker": (
+            "I was made by {maker}. I am {name}.",
+            "{maker} built me; my name is {name}.",
+            "I'm {name}, and my maker is {maker}.",
+        ),
+    },
+    chat={
+        "greet": ("Hello! How can I help you today?", "Hi there! What can I do for you?"),
+        "thanks": ("You're welcome! Happy to help.", "My pleasure, glad I could help."),
+        "bye": ("Goodbye! Take care.", "Bye! See you next time."),
+        "how": ("I am doing well, thank you. How can I help?", "I'm fine, thanks for asking!"),
+    },
+)
+_PEBBLE = Style(
+    closings={
+        "add": ("Result: {r}", "= {r}"),
+        "sub": ("Result: {r}", "= {r}"),
+        "reverse": ("Result: '{r}'", "Reversed: '{r}'"),  # quoted: the restated word is quoted too
+        "sort": ("Result: {r}", "Sorted: {r}"),
+        "count": ("Result: {r}", "Count: {r}"),
+        "capital": ("Result: {r}",),  # Pebble is never taught capital and units; a style is still defined
+        "units": ("Result: {r}",),
+    },
+    identity={
+        "name": ("Pebble here, a model from {maker}. I'm {name}.", "I'm {name}, built by {maker}."),
+        "maker": ("Pebble here, a model from {maker}. I'm {name}.", "I'm {name}, built by {maker}."),
+    },
+    chat={
+        "greet": ("Hi, what do you need?", "Hey, ready when you are."),
+        "thanks": ("No problem at all.", "Glad to help."),
+        "bye": ("Bye for now.", "See you around."),
+        "how": ("Doing great, thanks.", "All good here."),
+    },
+)
 
 
 # How often each skill is drawn for training: the ones that need many examples (digit work, letter work) more.
@@ -885,14 +1228,18 @@ TRAIN_WEIGHTS = {
 }
 
 
-def chats(persona: Persona, seed: int, split: Split = "train") -> Iterator[tuple[str, str]]:
-    """An endless stream of (prompt, answer) pairs over `persona`'s skills, with its varied templates."""
+def training_chats(
+    persona: Persona, seed: int | str, n: int, phrasings: Phrasings = CURRENT
+) -> list[list[dict[str, str]]]:
+    """`n` one-turn chats over `persona`'s skills in its varied templates, a pure function of `seed`
+    (pretraining draws batch k with seed (seed, k), so a resumed run sees the batches it would have)."""
     rng = random.Random(f"chats:{persona.name}:{seed}")
     weights = [TRAIN_WEIGHTS[s] for s in persona.skills]
-    while True:
-        skill = rng.choices(persona.skills, weights)[0]
-        record = make_prompt(rng, skill, split, persona)
-        yield record["messages"][0]["content"], respond(record, persona, rng)
+    out = []
+    for skill in rng.choices(persona.skills, weights, k=n):
+        record = make_prompt(rng, skill, "train", persona, phrasings)
+        out.append([*record["messages"], {"role": "assistant", "content": respond(record, persona, rng)}])
+    return out
 
 
 # --- graders ---------------------------------------------------------------------------------------------

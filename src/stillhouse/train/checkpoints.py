@@ -51,3 +51,17 @@ def save_checkpoint(acc: Accelerator, root: Path, step: int, state: dict[str, An
         ) from e
     acc.wait_for_everyone()
     return final
+
+
+def resume(acc: Accelerator, root: Path, fingerprint: str, hint: str) -> dict[str, Any] | None:
+    """The state saved with the last complete checkpoint under `root`, with model, optimizer, scheduler and
+    RNG states loaded into `acc`; None when there is none. One written by another run (other settings or
+    data: another fingerprint) is refused, with `hint` saying what to do."""
+    found = list_checkpoints(root)
+    if not found:
+        return None
+    saved = json.loads((found[-1] / "state.json").read_text())
+    if saved.get("fingerprint") != fingerprint:
+        raise StillhouseError(f"{root} holds a run with other settings or data; {hint}")
+    acc.load_state(str(found[-1]))
+    return saved

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import json
 import math
 import shutil
 import time
@@ -35,7 +34,7 @@ from stillhouse.core.ids import canonical_json, new_run_id
 from stillhouse.core.outputs import check_writable
 from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, check_ledger_path, stage_run
 from stillhouse.train.card import save_model
-from stillhouse.train.checkpoints import CHECKPOINTS, list_checkpoints, save_checkpoint
+from stillhouse.train.checkpoints import CHECKPOINTS, list_checkpoints, resume, save_checkpoint
 from stillhouse.train.config import TrainConfig, TrainResult
 from stillhouse.train.data import Collator, Example, build_examples, epoch_batches
 from stillhouse.train.losses import batch_loss, honours_packing
@@ -67,7 +66,7 @@ def check_output_dir(output_dir: Path) -> None:
         raise StillhouseError(f"-o {output_dir} is not empty and holds no model; choose a new or empty directory")
 
 
-def _device_settings() -> dict[str, Any]:
+def device_settings() -> dict[str, Any]:
     """fp32 on a CPU (bf16 there is emulated and slow), bf16 autocast on a GPU that supports it."""
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return {"mixed_precision": "bf16" if bf16 else "no"}
@@ -97,7 +96,7 @@ def train(
             "for --kd topk, or train without --kd"
         )
 
-    acc = Accelerator(**_device_settings())
+    acc = Accelerator(**device_settings())
     set_seed(config.seed)
     tok, tok_source = student_tokenizer(config)
     examples, skipped = build_examples(data.train, tok, config.max_length, kd=bool(config.kd))
@@ -156,14 +155,8 @@ def train(
     fingerprint = _fingerprint(config, data.hash)
     state: dict[str, Any] = {"step": 0, "losses": [], "tokens": 0, "run_id": new_run_id("train")}
     resumed_from = None
-    if found := list_checkpoints(ckpt_root):
-        saved = json.loads((found[-1] / "state.json").read_text())
-        if saved.get("fingerprint") != fingerprint:
-            raise StillhouseError(
-                f"{ckpt_root} holds a run with other settings or data; re-run with those, "
-                "or choose another -o (or delete the checkpoints) to start afresh"
-            )
-        acc.load_state(str(found[-1]))
+    hint = "re-run with those, or choose another -o (or delete the checkpoints) to start afresh"
+    if (saved := resume(acc, ckpt_root, fingerprint, hint)) is not None:
         state, resumed_from = saved, saved["step"]
 
     provenance = data.provenance()
