@@ -18,6 +18,7 @@ its members' median. The analytics run in DuckDB over the log's Parquet segments
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
-from scipy.stats import poisson
+from scipy.special import pdtrc
 
 from stillhouse.curate.hashing import HashIndex, first_seen
 from stillhouse.gateway import sketch
@@ -38,6 +39,7 @@ from stillhouse.gateway.log import log_files, sqlite_table
 FLAG = 16.0  # flagged from this score: as unusual as four features at the cap, or a coordinated cluster
 SYNC_P = 1e-6  # a (template or network, minute) with this few expected accounts is evidence of coordination
 Z_CAP = 4.0  # one feature adds at most this much: an account is flagged on several, never on one odd habit
+CLUSTER_WEIGHT = Z_CAP / 2
 MIN_SHARED = 3  # accounts a template must reach before it links them
 _COT = r"(?i)step by step|chain of thought|reasoning|think carefully|show (your|every) (work|step)|<thinking>"
 _CODE = r"(?i)\b(python|javascript|typescript|rust|golang|java|c\+\+|kotlin|sql|bash|function|code|repository)\b"
@@ -104,7 +106,9 @@ class Detection:
         }
 
 
-_COLUMNS = "ts, key_id, source, model, status, logprobs, prompt, prompt_sha256, sketch, prompt_tokens, completion_tokens"
+_COLUMNS = (
+    "ts, key_id, source, model, status, logprobs, prompt, prompt_sha256, sketch, prompt_tokens, completion_tokens"
+)
 
 
 def load(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
@@ -170,7 +174,7 @@ def _coordinated(entity: np.ndarray, minute: np.ndarray, account: np.ndarray, el
     np.maximum.at(last, ent, when)
     total = np.bincount(ent, weights=accounts_in)
     rate = total[ent] / (last[ent] - first[ent] + 1)  # accounts per minute if its use were spread evenly
-    keep = (accounts_in >= MIN_SHARED) & (poisson.sf(accounts_in - 1, rate) < SYNC_P)
+    keep = (accounts_in >= MIN_SHARED) & (pdtrc(accounts_in - 1, rate) < SYNC_P)  # P(X >= k)
     out[idx] = np.where(keep[pair_of], pair_of, -1)
     return out
 
@@ -225,6 +229,7 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     infra = np.where(shared & (accts_per_tpl_net[tpl_net] >= MIN_SHARED), tpl_net, -1)
     evidence = [sync_tpl, sync_net, infra]
     sync = (sync_tpl >= 0) | (sync_net >= 0)
+    linked = sync | (infra >= 0)
 
     rows, cols, offset = [], [], len(names)
     for ev in evidence:
@@ -256,7 +261,9 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
         members = np.flatnonzero(component == comp)
         in_c = np.isin(account, members)
         share_sync = float(sync[in_c].mean())
-        score = float(np.median(own[members]) + math.log2(len(members)) * share_sync)
+        # each doubling of the accounts acting together adds half a capped feature, for the share of their traffic
+        # that the linking evidence covers
+        score = float(np.median(own[members]) + CLUSTER_WEIGHT * math.log2(len(members)) * linked[in_c].mean())
         cid = len(clusters)
         cluster_of[members] = cid
         final[members] = np.maximum(final[members], score)
@@ -266,12 +273,13 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     for i, name in enumerate(names):
         reasons = list(own_reasons[i])
         cid = int(cluster_of[i])
-        if cid >= 0 and clusters[cid].score >= own[i]:
-            reasons.insert(0, f"member of cluster {cid} ({len(clusters[cid].accounts)} accounts, score {clusters[cid].score:.1f})")
-        results.append(
-            AccountResult(str(name), round(float(final[i]), 3), bool(final[i] >= flag), cid if cid >= 0 else None,
-                          reasons, int(requests[i]), {f: float(feats[f][i]) for f in FEATURES})  # fmt: skip
-        )
+        if cid >= 0:
+            c = clusters[cid]
+            reasons.insert(0, f"member of cluster {cid} ({len(c.accounts)} accounts, score {c.score:.1f})")
+        score = round(float(final[i]), 3)
+        features = {f: float(feats[f][i]) for f in FEATURES}
+        cluster = cid if cid >= 0 else None
+        results.append(AccountResult(str(name), score, score >= flag, cluster, reasons, int(requests[i]), features))
     results.sort(key=lambda a: -a.score)
     clusters.sort(key=lambda c: -c.score)
     return Detection(results, clusters, n, time.perf_counter() - started)
@@ -303,8 +311,12 @@ def _features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np
         avg(regexp_matches(prompt, '{_COT}')::INT) AS cot,
         avg(regexp_matches(prompt, '{_CODE}')::INT) AS coding,
         CASE WHEN count(gap) >= 3 THEN -stddev_pop(gap) / nullif(avg(gap), 0) END AS regularity,
-        {f"CASE WHEN min(ts) < {release} AND min(ts) FILTER (model = '{_sql(newest[0])}') < {release} + 86400 "
-         "THEN 1.0 ELSE 0.0 END" if release else "0.0"} AS fast_switch
+        {
+        f"CASE WHEN min(ts) < {release} AND min(ts) FILTER (model = '{_sql(newest[0])}') < {release} + 86400 "
+        "THEN 1.0 ELSE 0.0 END"
+        if release
+        else "0.0"
+    } AS fast_switch
     FROM r JOIN by_source b USING (key_id)
     GROUP BY key_id
     """
@@ -339,18 +351,20 @@ def _cluster(cid: int, members: np.ndarray, score: float, share_sync: float, tab
         row = int(np.flatnonzero(in_c & (tpl == t))[0])
         text = prompts[row].as_py()
         sig = sketch.sketches([text])[0] if text is not None else sketch.from_bytes([blobs[row].as_py()])[0]
-        signatures.append(__import__("hashlib").sha256(sig.astype("<u4").tobytes()).hexdigest())
-    nets, net_counts = np.unique(network[in_c & sync], return_counts=True)
+        signatures.append(hashlib.sha256(sig.astype("<u4").tobytes()).hexdigest())
+    nets, net_counts = np.unique(network[in_c & (sync | shared)], return_counts=True)  # networks of linked requests
     networks = [str(network_names[x]) for x in nets[np.argsort(-net_counts)[:10]]]
     ts = table.column("ts").to_numpy()[in_c]
     models = sorted({m for m in table.column("model").filter(pa.array(in_c)).to_pylist() if m})
     sync_minutes = len(np.unique(minute[in_c & sync]))
-    reasons = [
-        f"{len(members)} accounts linked by coordinated use of shared templates and source networks",
-        f"{share_sync:.0%} of its {requests} requests fall in {sync_minutes} minutes coordinated across accounts",
-    ]
+    reasons = [f"{len(members)} accounts linked by coordinated use of shared templates and source networks"]
+    if sync_minutes:
+        reasons.append(
+            f"{share_sync:.0%} of its {requests} requests fall in {sync_minutes} minutes coordinated across accounts"
+        )
     if len(tpl_ids):
-        reasons.append(f"{len(tpl_ids)} templates shared across its accounts; {float(shared[in_c].mean()):.0%} of requests")
+        share = float(shared[in_c].mean())
+        reasons.append(f"{len(tpl_ids)} templates shared across its accounts carry {share:.0%} of its requests")
     if networks:
         reasons.append(f"coordinated traffic from {len(nets)} /24 networks, most from {networks[0]}.0/24")
     return ClusterResult(cid, [str(m) for m in members], round(score, 3), reasons, int(requests), signatures,

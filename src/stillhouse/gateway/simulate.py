@@ -17,6 +17,7 @@ The simulator writes a log in the gateway's format plus `labels.jsonl`; it sends
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -82,9 +83,7 @@ SCENARIOS = {
             campaign_exchanges=3_000,
         ),
         Scenario("split-10", "a templated campaign over 10 accounts", benign_accounts=5_000, campaign_accounts=10),
-        Scenario(
-            "split-100", "a templated campaign over 100 accounts", benign_accounts=5_000, campaign_accounts=100
-        ),
+        Scenario("split-100", "a templated campaign over 100 accounts", benign_accounts=5_000, campaign_accounts=100),
         Scenario("split-1000", "a templated campaign over 1,000 accounts", campaign_accounts=1_000),
         Scenario(
             "split-20000",
@@ -149,9 +148,25 @@ DEFAULT = "hard"
 
 # --- words ---------------------------------------------------------------------------------------------------
 
-_NOUNS = ["river", "city", "garden", "planet", "market", "engine", "library", "bridge", "forest", "harbor", "museum", "island", "kitchen", "mountain", "orchestra", "painting", "village", "winter", "summer", "factory", "hospital", "theatre", "railway", "desert", "ocean", "volcano", "castle", "festival", "election", "protein", "galaxy", "glacier", "vaccine", "satellite", "algorithm", "database", "network", "compiler", "telescope", "novel", "poem", "recipe", "budget", "contract", "invoice", "lecture", "seminar", "thesis", "startup", "podcast", "tournament", "migration", "climate", "economy", "language", "history", "battery", "bicycle", "camera", "coffee", "dinosaur", "empire", "flower", "guitar", "honey", "insect", "jungle", "lantern", "magnet", "needle", "olive", "pepper", "quartz", "rocket", "saddle", "tiger", "umbrella", "violin", "whale"]
-_ADJ = ["ancient", "modern", "tiny", "huge", "quiet", "noisy", "bright", "dark", "rapid", "slow", "fragile", "sturdy", "rural", "urban", "cheap", "costly", "simple", "complex", "local", "global", "early", "late", "warm", "cold", "hidden", "famous", "rare", "common", "digital", "manual"]
-_VERBS = ["explain", "compare", "describe", "summarize", "outline", "analyze", "critique", "improve", "list", "rank", "classify", "design"]
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_NOUNS = _words(
+    "river city garden planet market engine library bridge forest harbor museum island kitchen mountain "
+    "orchestra painting village winter summer factory hospital theatre railway desert ocean volcano "
+    "castle festival election protein galaxy glacier vaccine satellite algorithm database network "
+    "compiler telescope novel poem recipe budget contract invoice lecture seminar thesis startup podcast "
+    "tournament migration climate economy language history battery bicycle camera coffee dinosaur empire "
+    "flower guitar honey insect jungle lantern magnet needle olive pepper quartz rocket saddle tiger "
+    "umbrella violin whale"
+)
+_ADJ = _words(
+    "ancient modern tiny huge quiet noisy bright dark rapid slow fragile sturdy rural urban cheap costly "
+    "simple complex local global early late warm cold hidden famous rare common digital manual"
+)
+_VERBS = _words("explain compare describe summarize outline analyze critique improve list rank classify design")
 _LANGS = ("Python", "JavaScript", "Rust", "Go", "Java", "C++", "TypeScript", "SQL", "Bash", "Kotlin")
 _CODE_TASKS = (
     "parses a CSV file and sums a column",
@@ -304,7 +319,7 @@ class _Writer:
     """Collects rows into Parquet segments of the gateway log's schema."""
 
     def __init__(self, directory: Path, segment_rows: int = 200_000):
-        self.directory, self.segment_rows, self.rows = directory, segment_rows, []
+        self.directory, self.segment_rows, self.rows, self.written = directory, segment_rows, [], 0
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
@@ -316,6 +331,7 @@ class _Writer:
             self.rows.sort(key=lambda r: r["ts"])
             finish_rows(self.rows, "full")
             write_segment(self.directory, pa.Table.from_pylist(self.rows, schema=SCHEMA))
+            self.written += len(self.rows)
             self.rows = []
 
 
@@ -482,7 +498,7 @@ def simulate(sc: Scenario, out: str | Path, *, overwrite: bool = False) -> dict[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"accounts": len(benign) + len(owned), "campaign_accounts": len(campaign), "dir": str(out)}
+    return {"accounts": len(benign) + len(owned), "campaign_accounts": len(campaign), "rows": writer.written}
 
 
 def read_labels(directory: str | Path) -> dict[str, str | None]:
@@ -492,3 +508,61 @@ def read_labels(directory: str | Path) -> dict[str, str | None]:
         raise StillhouseError(f"no {LABELS} in {directory}: labels come from `stillhouse simulate`")
     with path.open() as f:
         return {row["account"]: row["campaign"] for row in map(json.loads, f)}
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def replay(
+    directory: str | Path,
+    base_url: str,
+    keys: dict[str, str],
+    model: str,
+    *,
+    limit: int = 2_000,
+    concurrency: int = 8,
+    max_tokens: int = 1,
+) -> int:
+    """Send a simulated log's first `limit` requests, in time order, through a gateway on loopback.
+
+    `keys` maps each simulated account to a gateway key and `model` names the upstream's model (for
+    every request: a replay does not have the simulated model switch); the simulated source address travels as
+    X-Forwarded-For (start the gateway with trust_forwarded). Only loopback is accepted: this feeds
+    synthetic traffic to your own gateway for testing, never to anyone's API. Returns requests sent.
+    """
+    import aiohttp
+    from yarl import URL
+
+    from stillhouse.core import aio
+    from stillhouse.gateway.log import read_log
+
+    if URL(base_url).host not in _LOOPBACK:
+        raise StillhouseError(f"replay only targets a gateway on loopback (127.0.0.1), not {base_url}")
+    if not 1 <= limit <= 2_000:
+        raise StillhouseError("replay sends 1..2,000 requests; simulate a smaller scenario for more")
+    rows = read_log(directory, ["ts", "key_id", "source", "prompt"]).sort_by("ts").slice(0, limit).to_pylist()
+    missing = {r["key_id"] for r in rows} - keys.keys()
+    if missing:
+        raise StillhouseError(f"no gateway key for {len(missing)} simulated accounts, e.g. {sorted(missing)[0]}")
+
+    async def send_all() -> int:
+        gate = asyncio.Semaphore(concurrency)
+        async with aiohttp.ClientSession() as session:
+
+            async def send(row: dict[str, Any]) -> None:
+                headers = {"Authorization": f"Bearer {keys[row['key_id']]}", "X-Forwarded-For": row["source"]}
+                body = {"model": model, "messages": [{"role": "user", "content": row["prompt"]}]}
+                async with (
+                    gate,
+                    session.post(
+                        f"{base_url.rstrip('/')}/chat/completions",
+                        json={**body, "max_tokens": max_tokens},
+                        headers=headers,
+                    ) as r,
+                ):
+                    await r.read()
+
+            await asyncio.gather(*(send(r) for r in rows))
+        return len(rows)
+
+    return aio.run(send_all())
