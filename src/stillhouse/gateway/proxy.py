@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -285,7 +286,13 @@ def serve_gateway(
     on_ready: Callable[[Running], None] | None = None,
     **options: Any,
 ) -> None:
-    """Run the gateway until interrupted (Ctrl-C); what `stillhouse gateway` runs."""
+    """Run the gateway until interrupted (Ctrl-C or SIGTERM, both of which flush the log); what `stillhouse gateway`
+    runs."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     with gateway_in_background(upstream, keys_path, log_dir, **options) as running:
         if on_ready:
             on_ready(running)
