@@ -3,7 +3,18 @@
 Each module registers its commands on `stillhouse.cli.app.app`; importing them here builds the CLI.
 """
 
-from stillhouse.cli import collect, curate, evaluate, ledger, provenance, quickstart, serve, train  # noqa: F401
+# one module per stage or half; importing it registers its commands
+from stillhouse.cli import (  # noqa: F401
+    collect,
+    curate,
+    evaluate,
+    gateway,
+    ledger,
+    provenance,
+    quickstart,
+    serve,
+    train,
+)
 from stillhouse.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -29,6 +29,7 @@ import torch
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stillhouse.core import aio
 from stillhouse.core.errors import StillhouseError
 from stillhouse.serve.engine import MAX_TOP_LOGPROBS, Delta, Engine, SamplingParams, TokenLogprob
 
@@ -533,30 +534,15 @@ def serve_in_background(
     model_dir = Path(model_dir)
     engine = Engine.from_dir(model_dir, max_batch=max_batch)
     name = model_name or model_dir.resolve().name
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(
-        _app(engine, name, fingerprint(model_dir), api_key), handler_cancellation=True, access_log=None
-    )
-    try:
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, host, port).start())
-    except OSError as e:
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-        engine.close()
-        raise StillhouseError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    bound = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, name="stillhouse-serve", daemon=True)
-    thread.start()
-    url_host = f"[{host}]" if ":" in host else host
-    try:
-        yield Server(f"http://{url_host}:{bound}/v1", name, host, bound, api_key, engine)
+    app = _app(engine, name, fingerprint(model_dir), api_key)
+    try:  # closing the engine first ends unfinished requests with an error, so shutdown does not wait on them
+        with aio.app_in_background(app, host, port, name="stillhouse-serve") as (root, bound):
+            try:
+                yield Server(f"{root}/v1", name, host, bound, api_key, engine)
+            finally:
+                engine.close()
     finally:
-        engine.close()  # unfinished requests end with an error, so shutdown does not wait on them
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+        engine.close()  # idempotent: also when listening failed
 
 
 def serve_forever(

@@ -1,0 +1,126 @@
+"""Simulator -> detector -> STIX, through the CLI on each other's real output, and a replay through the gateway."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import stix2validator
+
+from stillhouse.core.errors import StillhouseError
+from stillhouse.gateway.detect import detect
+from stillhouse.gateway.keys import KeyStore
+from stillhouse.gateway.log import SEGMENTS, finish_rows, read_log, write_segment
+from stillhouse.gateway.proxy import gateway_in_background
+from stillhouse.gateway.simulate import read_labels, replay, scenario, simulate
+from stillhouse.serve import serve_in_background
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stillhouse.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "tiny"
+    r = _cli("simulate", "-o", str(out), "--scenario", "tiny")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _recall_and_false_positives(accounts: list[dict], labels: dict) -> tuple[float, int]:
+    flagged = {a["account"] for a in accounts if a["flagged"]}
+    campaign = {a for a, c in labels.items() if c}
+    return len(flagged & campaign) / len(campaign), len(flagged - campaign)
+
+
+def test_simulate_then_detect_through_the_cli_finds_the_campaign(tiny, tmp_path):
+    r = _cli("detect", str(tiny), "--json", "--stix", str(tmp_path / "bundle.json"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    labels = read_labels(tiny)
+    assert {a["account"] for a in result["accounts"]} == set(labels)
+    recall, false_positives = _recall_and_false_positives(result["accounts"], labels)
+    assert recall >= 0.9 and false_positives == 0
+    top = result["clusters"][0]
+    assert all(labels[a] for a in top["accounts"]) and top["reasons"]
+    flagged = [a for a in result["accounts"] if a["flagged"]]
+    assert all(a["cluster"] == top["id"] and a["reasons"][0].startswith("member of cluster") for a in flagged)
+    assert all(set(a) == {"account", "score", "flagged", "cluster", "reasons"} for a in result["accounts"])
+
+    bundle = tmp_path / "bundle.json"
+    assert stix2validator.validate_file(str(bundle)).is_valid
+    text = bundle.read_text()
+    objects = json.loads(text)["objects"]
+    kinds = {o["type"] for o in objects}
+    assert {"campaign", "indicator", "infrastructure", "sighting", "attack-pattern", "marking-definition"} <= kinds
+    assert any(r.get("external_id") == "AML.T0024.002" for o in objects for r in o.get("external_references", []))
+    assert not any(a in text for a in labels)  # no account ids, and no prompt text either:
+    assert "step by step" not in text.lower() and "Write a complete" not in text
+
+
+def test_simulate_is_seeded_and_refuses_to_overwrite(tiny, tmp_path):
+    again = simulate(scenario("tiny"), tmp_path / "again")
+    assert again["rows"] == read_log(tiny).num_rows
+    assert (tmp_path / "again" / "labels.jsonl").read_text() == (tiny / "labels.jsonl").read_text()
+    first, second = (read_log(d, ["ts", "key_id", "prompt"]) for d in (tiny, tmp_path / "again"))
+    assert first.equals(second)
+    other = simulate(scenario("tiny", seed=1), tmp_path / "other")
+    assert not read_log(tmp_path / "other", ["prompt"]).equals(read_log(tiny, ["prompt"])) and other["rows"] > 0
+    with pytest.raises(StillhouseError, match="exists"):
+        simulate(scenario("tiny"), tmp_path / "again")
+    with pytest.raises(StillhouseError, match="unknown scenario 'nope'"):
+        scenario("nope")
+    r = _cli("simulate", "-o", str(tiny), "--scenario", "tiny")
+    assert r.returncode == 2 and "exists" in r.stderr and r.stderr.count("\n") == 1
+    r = _cli("detect", str(tmp_path / "nothing-here"))
+    assert r.returncode == 2 and "no log at" in r.stderr
+    r = _cli("detect", str(tiny), "--stix", str(tiny / "labels.jsonl"))
+    assert r.returncode == 2 and "exists" in r.stderr
+
+
+def test_a_log_with_hashes_only_gives_the_same_detection(tiny, tmp_path):
+    rows = read_log(tiny).to_pylist()
+    for row in rows:
+        row["sketch"] = None
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    write_segment(hashed, pa.Table.from_pylist(finish_rows(rows, "hashes")))
+    [segment] = (hashed / SEGMENTS).glob("*.parquet")
+    assert pq.read_table(segment, columns=["prompt"]).column(0).null_count == len(rows)
+    full, hashes_only = detect(tiny), detect(hashed)
+    assert {a.account for a in full.accounts if a.flagged} == {a.account for a in hashes_only.accounts if a.flagged}
+    assert {frozenset(c.accounts) for c in full.clusters} == {frozenset(c.accounts) for c in hashes_only.clusters}
+
+
+def test_benign_traffic_alone_flags_nothing_much(tmp_path):
+    simulate(scenario("benign", scale=0.2), tmp_path / "benign")
+    result = detect(tmp_path / "benign")
+    assert len(result.accounts) >= 990  # (an account whose only requests failed has no answered ones)
+    assert sum(a.flagged for a in result.accounts) <= 1  # 0.1 % false positives
+
+
+def test_replay_through_the_gateway_then_detect_its_log(tiny, tmp_path):
+    labels = read_labels(tiny)
+    with KeyStore(tmp_path / "keys.sqlite") as store:
+        secrets = {account: store.create(account)[1] for account in labels}
+        ids = {k.name: k.id for k in store.list()}
+    with (
+        serve_in_background() as ember,
+        gateway_in_background(ember.base_url, tmp_path / "keys.sqlite", tmp_path / "log", trust_forwarded=True) as gw,
+    ):
+        sent = replay(tiny, gw.base_url, secrets, ember.model, limit=120, concurrency=32)
+        with pytest.raises(StillhouseError, match="loopback"):
+            replay(tiny, "http://198.51.100.7/v1", secrets, ember.model)
+    log = read_log(tmp_path / "log")
+    assert log.num_rows == sent == 120 and set(log.column("status").to_pylist()) == {200}
+    r = _cli("detect", str(tmp_path / "log"), "--json")
+    assert r.returncode == 0, r.stderr
+    by_id = {ids[a]: c for a, c in labels.items()}
+    flagged = {a["account"] for a in json.loads(r.stdout)["accounts"] if a["flagged"]}
+    assert len(flagged) >= 5 and all(by_id[a] for a in flagged)  # accounts with 1-2 requests so far cannot be linked
