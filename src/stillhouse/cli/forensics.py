@@ -80,3 +80,69 @@ def detect(
         f"z {score.z:.2f}, p {score.p_value:.3g}: {score.green} of {score.scored} distinct (context, token) pairs "
         f"green (expected {score.gamma:.0%}; {score.tokens} tokens scored) with key {wm.fingerprint}"
     )
+
+
+forensics_app = typer.Typer(
+    no_args_is_help=True, help="Was a suspect model trained on our outputs, or derived from ours?"
+)
+app.add_typer(forensics_app, name="forensics")
+
+Suspect = Annotated[str, typer.Argument(help="Suspect: a model directory or an OpenAI-compatible URL.")]
+Ledger = Annotated[Path | None, typer.Option(help="Ledger to record the verdict in (a run's ledger.sqlite).")]
+Evidence = Annotated[Path | None, typer.Option(help="Write the verdict as a JSON evidence file here.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing evidence file.")]
+
+
+@forensics_app.command("radioactivity")
+def radioactivity(
+    suspect: Suspect,
+    key: KeyPath,
+    texts: Annotated[
+        Path, typer.Option(help="Our watermarked chats: the collect run directory of our server, or its JSONL export.")
+    ],
+    mode: Annotated[str, typer.Option(help="open: read the suspect's weights; closed: prompt its API.")] = "open",
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer directory of our served model (default: Ember).")
+    ] = None,
+    null_keys: Annotated[int, typer.Option(help="Random keys for the null distribution (>= 100).")] = 100,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many chats.")] = None,
+    ledger: Ledger = None,
+    evidence: Evidence = None,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Was SUSPECT trained on text our watermarked server wrote? p-value, with the null over random keys."""
+    from stillhouse.forensics.chats import load_chats
+    from stillhouse.forensics.detect import load_tokenizer
+    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.key import load_key
+    from stillhouse.forensics.radioactivity import radioactivity as test
+
+    if mode not in ("open", "closed"):
+        raise StillhouseError(f"--mode must be open or closed, not {mode!r}")
+    if null_keys < 100:
+        raise StillhouseError("--null-keys must be at least 100")
+    check_output(evidence, overwrite)
+    wm = load_key(key)
+    chats, digest = load_chats(texts)
+    chats = chats[:limit] if limit else chats
+    tok = load_tokenizer(tokenizer or _default_tokenizer())
+    start = {"mode": mode, "suspect": suspect, "key": wm.public(), "inputs": {"texts": str(texts), "sha256": digest}}
+    start["inputs"]["chats"] = len(chats)
+    verdict = record_verdict(
+        "radioactivity",
+        start,
+        lambda: test(suspect, wm, chats, tok, mode=mode, null_keys=null_keys),  # type: ignore[arg-type]
+        ledger=ledger,
+        evidence=evidence,
+        overwrite=overwrite,
+    )
+    if as_json:
+        _print_json(verdict)
+        return
+    null = verdict["null"]
+    out.print(f"radioactivity ({mode}) of {suspect}: {verdict['summary']}")
+    out.print(
+        f"null over {null['keys']} random keys: median p {null['median_p']:.3f}, "
+        f"FPR@1% {null['fpr_at_0.01']:.1%}, KS-uniform p {null['ks_uniform_p']:.3f}"
+    )
