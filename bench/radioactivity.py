@@ -116,9 +116,8 @@ def main() -> None:
     marked = answers(teacher, key, train_prompts, root / "run-marked", 160)
     plain = answers(teacher, None, train_prompts, root / "run-plain", 160)
     data = detect_texts(key, [c.answer for c in marked], tok)
-    print(
-        f"teacher {teacher.name}, student {student.name}; key gamma {args.gamma} delta {args.delta} context {args.context}"
-    )
+    params = f"gamma {args.gamma} delta {args.delta} context {args.context}"
+    print(f"teacher {teacher.name}, student {student.name}; key {params}")
     print(f"{len(marked)} watermarked answers: {data.green}/{data.scored} distinct pairs green, z {data.z:.1f}")
     print(f"collected in {time.perf_counter() - t0:.0f} s; {args.steps} steps x batch {args.batch} per dose\n")
 
