@@ -146,3 +146,53 @@ def radioactivity(
         f"null over {null['keys']} random keys: median p {null['median_p']:.3f}, "
         f"FPR@1% {null['fpr_at_0.01']:.1%}, KS-uniform p {null['ks_uniform_p']:.3f}"
     )
+
+
+def _embedded_identities() -> dict[str, tuple[str, ...]]:
+    from stillhouse.embedded.world import EMBER, PEBBLE
+
+    return {p.name: (p.maker,) for p in (EMBER, PEBBLE)}
+
+
+def _parse_identities(specs: list[str]) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for spec in specs:
+        name, _, aliases = spec.partition("=")
+        if not name.strip():
+            raise StillhouseError(f"--identity {spec!r}: write NAME or NAME=ALIAS,ALIAS (e.g. Ember=Northwind Labs)")
+        out[name.strip()] = tuple(a.strip() for a in aliases.split(",") if a.strip())
+    return out
+
+
+@forensics_app.command("identity")
+def identity(
+    suspect: Suspect,
+    identity_: Annotated[
+        list[str] | None,
+        typer.Option("--identity", help="Known identity NAME=ALIAS,... (repeatable; default: the embedded ones)."),
+    ] = None,
+    ledger: Ledger = None,
+    evidence: Evidence = None,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Ask SUSPECT who it is and who made it in many phrasings; count which known identities it names."""
+    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.identity import identity as battery
+
+    known = _parse_identities(identity_) if identity_ else _embedded_identities()
+    check_output(evidence, overwrite)
+    verdict = record_verdict(
+        "identity",
+        {"suspect": suspect, "identities": sorted(known)},
+        lambda: battery(suspect, known),
+        ledger=ledger,
+        evidence=evidence,
+        overwrite=overwrite,
+    )
+    if as_json:
+        _print_json(verdict)
+        return
+    out.print(f"identity of {suspect}: {verdict['summary']}")
+    for who, n in verdict["counts"].items():
+        out.print(f"  {who:<16} {n:>3} of {verdict['questions']}")
