@@ -8,6 +8,7 @@ from stillhouse.cli import (  # noqa: F401
     collect,
     curate,
     evaluate,
+    forensics,
     gateway,
     ledger,
     provenance,

@@ -25,13 +25,27 @@ def serve(
         int | None,
         typer.Option(min=1, help="torch CPU threads (default: one per core; 1 is faster on a busy machine)."),
     ] = None,
+    watermark: Annotated[
+        Path | None, typer.Option(help="Watermark every answer with this key file (`stillhouse watermark keygen`).")
+    ] = None,
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (chat, completions, models) until Ctrl-C."""
+    from stillhouse.forensics.key import load_key
     from stillhouse.serve import Server, serve_forever
 
+    key = load_key(watermark) if watermark is not None else None
+
     def ready(server: Server) -> None:
-        typer.echo(f"serving model '{server.model}' at {server.base_url} (Ctrl-C to stop)")
+        marked = f", watermarked with key {key.fingerprint}" if key else ""
+        typer.echo(f"serving model '{server.model}' at {server.base_url}{marked} (Ctrl-C to stop)")
 
     serve_forever(
-        model_dir, host=host, port=port, api_key=api_key, model_name=model_name, threads=threads, on_ready=ready
+        model_dir,
+        host=host,
+        port=port,
+        api_key=api_key,
+        model_name=model_name,
+        threads=threads,
+        on_ready=ready,
+        watermark=key,
     )

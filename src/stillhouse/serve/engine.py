@@ -8,7 +8,10 @@ Position ids count real tokens only, so a row's outputs do not depend on its nei
 what `model.generate(do_sample=False)` gives for the prompt alone.
 
 Logprobs are the model's own distribution, `log_softmax` of the raw logits, taken before temperature, top_p,
-penalties and logit_bias are applied (as OpenAI reports them).
+penalties, logit_bias and the logits hook are applied (as OpenAI reports them).
+
+A logits hook (`logits_hook(histories, logits) -> logits`, e.g. a watermark) sees every row's tokens so far,
+prompt included, and the whole batch's logits at once, after penalties and before sampling.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from stillhouse.core.errors import StillhouseError
 
 log = logging.getLogger(__name__)
 
+LogitsHook = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
 MAX_TOP_LOGPROBS = 20
 _UNICODE_TO_BYTE = {c: b for b, c in bytes_to_unicode().items()}  # byte-level BPE's printable alias of each byte
 
@@ -176,8 +180,16 @@ def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
 class Engine:
     """Owns a model and a worker thread; `submit` queues a request, `cancel` frees its rows at the next step."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_batch: int = 64):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch: int = 64,
+        logits_hook: LogitsHook | None = None,
+    ):
         self.model, self.tokenizer, self.max_batch = model.eval(), tokenizer, max_batch
+        self.logits_hook = logits_hook
         self.context_length: int = model.config.max_position_embeddings
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
@@ -199,8 +211,8 @@ class Engine:
         self._thread.start()
 
     @classmethod
-    def from_dir(cls, model_dir: Path, *, max_batch: int = 64) -> Engine:
-        return cls(*load_model(model_dir), max_batch=max_batch)
+    def from_dir(cls, model_dir: Path, *, max_batch: int = 64, logits_hook: LogitsHook | None = None) -> Engine:
+        return cls(*load_model(model_dir), max_batch=max_batch, logits_hook=logits_hook)
 
     @property
     def active(self) -> int:
@@ -379,6 +391,8 @@ class Engine:
                 if r.counts:
                     ids, counts = list(r.counts), torch.tensor(list(r.counts.values()), dtype=torch.float32)
                     adjusted[i, ids] -= p.frequency_penalty * counts + p.presence_penalty
+        if self.logits_hook is not None:
+            adjusted = self.logits_hook([r.req.prompt_ids + r.ids for r in rows], adjusted)
         tokens = adjusted.argmax(-1)
         sampled = [i for i, r in enumerate(rows) if r.generator is not None]
         if sampled:

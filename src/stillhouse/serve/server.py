@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import torch
 from aiohttp import web
@@ -32,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stillhouse.core import aio
 from stillhouse.core.errors import StillhouseError
 from stillhouse.serve.engine import MAX_TOP_LOGPROBS, Delta, Engine, SamplingParams, TokenLogprob
+
+if TYPE_CHECKING:
+    from stillhouse.forensics.key import WatermarkKey
 
 log = logging.getLogger(__name__)
 
@@ -525,14 +528,24 @@ def serve_in_background(
     api_key: str | None = None,
     model_name: str | None = None,
     max_batch: int = 64,
+    watermark: WatermarkKey | None = None,
 ) -> Iterator[Server]:
-    """Serve a model (default: the embedded teacher, Ember) from a background thread until the block exits."""
+    """Serve a model (default: the embedded teacher, Ember) from a background thread until the block exits.
+
+    With a `watermark` key every answer carries its KGW watermark; only the key's fingerprint is logged.
+    """
     if model_dir is None:
         from stillhouse.embedded import teacher_path
 
         model_dir = teacher_path()
     model_dir = Path(model_dir)
-    engine = Engine.from_dir(model_dir, max_batch=max_batch)
+    hook = None
+    if watermark is not None:
+        from stillhouse.forensics.processor import WatermarkProcessor
+
+        hook = WatermarkProcessor(watermark)
+        log.info("watermarking answers with key %s", watermark.fingerprint)
+    engine = Engine.from_dir(model_dir, max_batch=max_batch, logits_hook=hook)
     name = model_name or model_dir.resolve().name
     app = _app(engine, name, fingerprint(model_dir), api_key)
     try:  # closing the engine first ends unfinished requests with an error, so shutdown does not wait on them
@@ -554,6 +567,7 @@ def serve_forever(
     model_name: str | None = None,
     threads: int | None = None,
     on_ready: Callable[[Server], None] | None = None,
+    watermark: WatermarkKey | None = None,
 ) -> None:
     """Serve until interrupted (Ctrl-C); `on_ready` is told the bound address once requests are accepted.
 
@@ -564,7 +578,9 @@ def serve_forever(
         if threads < 1:
             raise StillhouseError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    with serve_in_background(model_dir, host=host, port=port, api_key=api_key, model_name=model_name) as server:
+    with serve_in_background(
+        model_dir, host=host, port=port, api_key=api_key, model_name=model_name, watermark=watermark
+    ) as server:
         if on_ready:
             on_ready(server)
         with suppress(KeyboardInterrupt):

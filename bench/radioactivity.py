@@ -1,0 +1,142 @@
+"""Radioactivity on the embedded default: is a student distilled on partly watermarked data caught, and when?
+
+The teacher (default: Ember) answers N training prompts twice through the real server: once watermarked with a
+fresh key, once not (temperature 1). For each dose (share of the training chats taken from the watermarked
+run) the base student (default: Pebble) is fine-tuned on the mix with `stillhouse.train` after
+`stillhouse.curate`, then tested: open mode on our watermarked chats, closed mode on fresh prompts served by the
+student. Each row prints the p-value with the real key, and the null (the same test under random keys): its
+KS-uniform p and its FPR at alpha 1 %. At dose 0 the null is run over --fpr-keys keys so the FPR is measured,
+not guessed. Targets (issue 16): open p < 1e-5 at 5 %, closed p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR
+at 1 % within [0.5 %, 2 %].
+
+    python bench/radioactivity.py                          # Ember / Pebble, delta 8 (the micro-world needs it)
+    python bench/radioactivity.py --delta 2 --doses 0,100 --prompts 400 --steps 100
+    python bench/radioactivity.py --teacher DIR --student DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from stillhouse.collect import collect
+from stillhouse.curate import CurateConfig, curate
+from stillhouse.embedded import student_path, teacher_path, world
+from stillhouse.forensics.chats import Chat, load_chats
+from stillhouse.forensics.detect import detect_texts
+from stillhouse.forensics.key import WatermarkKey
+from stillhouse.forensics.radioactivity import radioactivity
+from stillhouse.serve import serve_in_background
+from stillhouse.train import TrainConfig, train
+
+
+def write_prompts(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps({"id": r["id"], "messages": r["messages"]}) + "\n" for r in records))
+    return path
+
+
+def answers(teacher: Path, key: WatermarkKey | None, prompts: Path, out: Path, max_tokens: int) -> list[Chat]:
+    with serve_in_background(teacher, watermark=key) as s:
+        collect(
+            prompts,
+            base_url=s.base_url,
+            model=s.model,
+            out=out,
+            purpose="distillation",
+            terms="own",
+            api_key_env=None,
+            temperature=1.0,
+            max_tokens=max_tokens,
+            seed=0,
+            concurrency=64,
+        )
+    return load_chats(out)[0]
+
+
+def mix(marked: list[Chat], plain: list[Chat], dose: float, path: Path, seed: int) -> Path:
+    """The same prompts, a `dose` share of them answered by the watermarked run."""
+    by_prompt = {json.dumps(c.prompt): c for c in plain}
+    order = list(range(len(marked)))
+    random.Random(seed).shuffle(order)
+    chosen = set(order[: round(dose * len(marked))])
+    with path.open("w") as f:
+        for i, c in enumerate(marked):
+            answer = c.answer if i in chosen else by_prompt[json.dumps(c.prompt)].answer
+            f.write(json.dumps({"messages": [*c.prompt, {"role": "assistant", "content": answer}]}) + "\n")
+    return path
+
+
+def row(label: str, v: dict) -> str:
+    n = v["null"]
+    return (
+        f"{label:<8} p {v['p_value']:>9.2e}  z {v['statistic']['z']:>6.2f}  scored {v['statistic']['scored']:>6}  "
+        f"null({n['keys']}) KS p {n['ks_uniform_p']:.3f} FPR@1% {n['fpr_at_0.01']:.1%}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", type=Path, default=None, help="default: Ember")
+    ap.add_argument("--student", type=Path, default=None, help="base student (default: Pebble)")
+    ap.add_argument("--prompts", type=int, default=800)
+    ap.add_argument("--probe", type=int, default=300, help="fresh prompts for closed mode")
+    ap.add_argument("--doses", default="0,0.01,0.05,0.25,1")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--delta", type=float, default=8.0)
+    ap.add_argument("--gamma", type=float, default=0.25)
+    ap.add_argument("--context", type=int, default=1)
+    ap.add_argument("--null-keys", type=int, default=100)
+    ap.add_argument("--fpr-keys", type=int, default=1000, help="null keys at dose 0, to measure the FPR")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="keep the runs and students here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()
+    teacher, student = args.teacher or teacher_path(), args.student or student_path()
+    tok = AutoTokenizer.from_pretrained(teacher)
+    key = WatermarkKey.random(args.gamma, args.delta, args.context)
+    doses = [float(d) for d in args.doses.split(",")]
+    tmp = tempfile.TemporaryDirectory(prefix="bench-radio-")
+    root = args.out or Path(tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    train_prompts = write_prompts(root / "prompts.jsonl", world.make_prompts(args.prompts, seed=21))
+    probe = [Chat(r["messages"], None) for r in world.make_prompts(args.probe, split="heldout", seed=22)]
+    marked = answers(teacher, key, train_prompts, root / "run-marked", 160)
+    plain = answers(teacher, None, train_prompts, root / "run-plain", 160)
+    data = detect_texts(key, [c.answer for c in marked], tok)
+    params = f"gamma {args.gamma} delta {args.delta} context {args.context}"
+    print(f"teacher {teacher.name}, student {student.name}; key {params}")
+    print(f"{len(marked)} watermarked answers: {data.green}/{data.scored} distinct pairs green, z {data.z:.1f}")
+    print(f"collected in {time.perf_counter() - t0:.0f} s; {args.steps} steps x batch {args.batch} per dose\n")
+
+    for dose in doses:
+        t1 = time.perf_counter()
+        tag = f"{dose:g}"
+        mixed = mix(marked, plain, dose, root / f"mix-{tag}.jsonl", seed=0)
+        curate([mixed], root / f"data-{tag}", config=CurateConfig(near_dedup=False), overwrite=True)
+        config = TrainConfig(student=str(student), max_steps=args.steps, batch_size=args.batch, lr=args.lr)
+        train(root / f"data-{tag}", root / f"student-{tag}", config)
+        null = args.fpr_keys if dose == 0 else args.null_keys
+        s = str(root / f"student-{tag}")
+        opened = radioactivity(s, key, marked, tok, mode="open", null_keys=null)
+        closed = radioactivity(s, key, probe, tok, mode="closed", null_keys=null)
+        print(f"dose {dose:>6.0%}  ({time.perf_counter() - t1:.0f} s)")
+        print("  " + row("open", opened))
+        print("  " + row("closed", closed))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""`stillhouse watermark keygen|detect` and `stillhouse forensics radioactivity|identity|lineage`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stillhouse.cli.app import app, console, out
+from stillhouse.core.errors import StillhouseError
+
+watermark_app = typer.Typer(no_args_is_help=True, help="Watermark keys and watermark detection.")
+app.add_typer(watermark_app, name="watermark")
+
+KeyPath = Annotated[Path, typer.Option("--key", help="Watermark key file (`stillhouse watermark keygen`).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _default_tokenizer() -> Path:
+    from stillhouse.embedded import teacher_path
+
+    return teacher_path()
+
+
+def _print_json(result: dict) -> None:
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+@watermark_app.command("keygen")
+def keygen(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the secret key file.")],
+    gamma: Annotated[float, typer.Option(help="Share of the vocabulary that is green after each context.")] = 0.25,
+    delta: Annotated[float, typer.Option(help="Added to green tokens' logits when serving.")] = 2.0,
+    context: Annotated[int, typer.Option(help="Tokens of context that seed each green list.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
+) -> None:
+    """Make a secret watermark key; only its fingerprint is ever printed or recorded."""
+    from stillhouse.forensics.key import keygen as make_key
+
+    key = make_key(output, gamma=gamma, delta=delta, context=context, overwrite=overwrite)
+    out.print(
+        f"wrote {output} (key {key.fingerprint}, gamma {gamma}, delta {delta}, context {context}); keep it secret"
+    )
+
+
+@watermark_app.command("detect")
+def detect(
+    file: Annotated[str, typer.Argument(help="Text file to test, or - for stdin.")],
+    key: KeyPath,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer (model) directory of the served model (default: Ember).")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Is this text watermarked with KEY? z-score and exact one-sided binomial p-value over distinct pairs."""
+    from stillhouse.forensics.detect import detect_texts, load_tokenizer
+    from stillhouse.forensics.key import load_key
+
+    wm = load_key(key)
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text()
+        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
+            why = type(e).__name__
+            raise StillhouseError(f"cannot read {file} as text ({why}); pass a UTF-8 text file or -") from None
+    tok = load_tokenizer(tokenizer or _default_tokenizer())
+    score = detect_texts(wm, [text], tok)
+    result = {"key": wm.public(), **score.to_json(), "watermarked_at_1e-4": score.p_value < 1e-4}
+    if as_json:
+        _print_json(result)
+        return
+    if score.scored < 50:
+        console.print(f"only {score.scored} distinct pairs to score: a short or repetitive text has little power")
+    out.print(
+        f"z {score.z:.2f}, p {score.p_value:.3g}: {score.green} of {score.scored} distinct (context, token) pairs "
+        f"green (expected {score.gamma:.0%}; {score.tokens} tokens scored) with key {wm.fingerprint}"
+    )
+
+
+forensics_app = typer.Typer(
+    no_args_is_help=True, help="Was a suspect model trained on our outputs, or derived from ours?"
+)
+app.add_typer(forensics_app, name="forensics")
+
+Suspect = Annotated[str, typer.Argument(help="Suspect: a model directory or an OpenAI-compatible URL.")]
+Ledger = Annotated[Path | None, typer.Option(help="Ledger to record the verdict in (a run's ledger.sqlite).")]
+Evidence = Annotated[Path | None, typer.Option(help="Write the verdict as a JSON evidence file here.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing evidence file.")]
+
+
+@forensics_app.command("radioactivity")
+def radioactivity(
+    suspect: Suspect,
+    key: KeyPath,
+    texts: Annotated[
+        Path, typer.Option(help="Our watermarked chats: the collect run directory of our server, or its JSONL export.")
+    ],
+    mode: Annotated[str, typer.Option(help="open: read the suspect's weights; closed: prompt its API.")] = "open",
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer directory of our served model (default: Ember).")
+    ] = None,
+    null_keys: Annotated[int, typer.Option(help="Random keys for the null distribution (>= 100).")] = 100,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many chats.")] = None,
+    ledger: Ledger = None,
+    evidence: Evidence = None,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Was SUSPECT trained on text our watermarked server wrote? p-value, with the null over random keys."""
+    from stillhouse.forensics.chats import load_chats
+    from stillhouse.forensics.detect import load_tokenizer
+    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.key import load_key
+    from stillhouse.forensics.radioactivity import radioactivity as test
+
+    if mode not in ("open", "closed"):
+        raise StillhouseError(f"--mode must be open or closed, not {mode!r}")
+    if null_keys < 100:
+        raise StillhouseError("--null-keys must be at least 100")
+    check_output(evidence, overwrite)
+    wm = load_key(key)
+    chats, digest = load_chats(texts)
+    chats = chats[:limit] if limit else chats
+    tok = load_tokenizer(tokenizer or _default_tokenizer())
+    start = {"mode": mode, "suspect": suspect, "key": wm.public(), "inputs": {"texts": str(texts), "sha256": digest}}
+    start["inputs"]["chats"] = len(chats)
+    verdict = record_verdict(
+        "radioactivity",
+        start,
+        lambda: test(suspect, wm, chats, tok, mode=mode, null_keys=null_keys),  # type: ignore[arg-type]
+        ledger=ledger,
+        evidence=evidence,
+        overwrite=overwrite,
+    )
+    if as_json:
+        _print_json(verdict)
+        return
+    null = verdict["null"]
+    out.print(f"radioactivity ({mode}) of {suspect}: {verdict['summary']}")
+    out.print(
+        f"null over {null['keys']} random keys: median p {null['median_p']:.3f}, "
+        f"FPR@1% {null['fpr_at_0.01']:.1%}, KS-uniform p {null['ks_uniform_p']:.3f}"
+    )
+
+
+def _embedded_identities() -> dict[str, tuple[str, ...]]:
+    from stillhouse.embedded.world import EMBER, PEBBLE
+
+    return {p.name: (p.maker,) for p in (EMBER, PEBBLE)}
+
+
+def _parse_identities(specs: list[str]) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for spec in specs:
+        name, _, aliases = spec.partition("=")
+        if not name.strip():
+            raise StillhouseError(f"--identity {spec!r}: write NAME or NAME=ALIAS,ALIAS (e.g. Ember=Northwind Labs)")
+        out[name.strip()] = tuple(a.strip() for a in aliases.split(",") if a.strip())
+    return out
+
+
+@forensics_app.command("identity")
+def identity(
+    suspect: Suspect,
+    identity_: Annotated[
+        list[str] | None,
+        typer.Option("--identity", help="Known identity NAME=ALIAS,... (repeatable; default: the embedded ones)."),
+    ] = None,
+    ledger: Ledger = None,
+    evidence: Evidence = None,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Ask SUSPECT who it is and who made it in many phrasings; count which known identities it names."""
+    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.identity import identity as battery
+
+    known = _parse_identities(identity_) if identity_ else _embedded_identities()
+    check_output(evidence, overwrite)
+    verdict = record_verdict(
+        "identity",
+        {"suspect": suspect, "identities": sorted(known)},
+        lambda: battery(suspect, known),
+        ledger=ledger,
+        evidence=evidence,
+        overwrite=overwrite,
+    )
+    if as_json:
+        _print_json(verdict)
+        return
+    out.print(f"identity of {suspect}: {verdict['summary']}")
+    for who, n in verdict["counts"].items():
+        out.print(f"  {who:<16} {n:>3} of {verdict['questions']}")

@@ -1,0 +1,220 @@
+"""Radioactivity (Sander et al. 2024): was a suspect model trained on text our watermarked server wrote?
+
+A model fine-tuned on watermarked text picks up a slight preference for the green tokens of the contexts it saw.
+
+- open mode (weights at hand): run the suspect over our own watermarked chats and take its top-1 next-token
+  prediction at every answer position; the window is the text's own preceding tokens. Each (window,
+  prediction) pair is scored once (or each window, stricter), and positions where the suspect just predicts
+  the text's actual next token are left out: that token was chosen by the watermark, so a clean model that
+  predicts the text well would otherwise look radioactive.
+- closed mode (an API only): prompt the suspect (sampling), score its answers; each (window, token) pair
+  counts once, and pairs copied from the prompt are left out (the prompt is not the suspect's choice).
+
+Both report the exact binomial p-value and the same test under random keys, so a reader sees the test is
+calibrated on this very material, not only that p is small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+
+from stillhouse.collect import collect
+from stillhouse.collect.store import RunStore
+from stillhouse.core.errors import StillhouseError
+from stillhouse.forensics.chats import Chat
+from stillhouse.forensics.detect import Pair, null_distribution, score_pairs, windows
+from stillhouse.forensics.key import WatermarkKey
+from stillhouse.serve import serve_in_background
+
+Mode = Literal["open", "closed"]
+Dedup = Literal["pair", "window"]
+
+
+@dataclass
+class Scored:
+    """The pairs a radioactivity test scores, and how many positions each filter removed."""
+
+    pairs: list[Pair]
+    filtered: dict[str, int]
+
+
+def template_ids(tok: PreTrainedTokenizerBase, messages: Sequence[dict[str, Any]], **kw: Any) -> list[int]:
+    ids = tok.apply_chat_template(list(messages), tokenize=True, **kw)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+def open_pairs(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    chats: Sequence[Chat],
+    context: int,
+    *,
+    dedup: Dedup = "pair",
+    batch_size: int = 16,
+) -> Scored:
+    """(text window, suspect's top-1 prediction) at every answer position of our chats, filtered and deduplicated.
+
+    dedup "pair" scores each distinct (window, prediction) once, as the paper's tape does; "window" scores each
+    window once (stricter, and with a small vocabulary and context 1 it leaves very few to score).
+    """
+    rows = []
+    for c in chats:
+        if not c.answer:
+            continue
+        start = len(template_ids(tok, c.prompt, add_generation_prompt=True))
+        full = template_ids(tok, [*c.prompt, {"role": "assistant", "content": c.answer}])
+        rows.append((full, max(start, context)))
+    positions = copies = 0
+    kept: dict[tuple[int, ...], Pair] = {}
+    device = next(model.parameters()).device
+    for b in range(0, len(rows), batch_size):
+        batch = rows[b : b + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (row, _) in enumerate(batch):
+            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        with torch.inference_mode():
+            predicted = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).tolist()
+        for (row, start), pred in zip(batch, predicted, strict=True):
+            for i in range(start, len(row)):
+                positions += 1
+                if pred[i - 1] == row[i]:
+                    copies += 1
+                    continue
+                window = tuple(row[i - context : i])
+                kept.setdefault(window if dedup == "window" else (*window, pred[i - 1]), (window, pred[i - 1]))
+    pairs = list(kept.values())
+    repeated = positions - copies - len(pairs)
+    return Scored(pairs, {"positions": positions, "predicted_the_text": copies, "repeated": repeated})
+
+
+def closed_pairs(prompts: Sequence[list[int]], answers: Sequence[list[int]], context: int) -> Scored:
+    """(window, token) pairs of the suspect's answers: distinct ones, none copied from its prompt."""
+    positions = copied = 0
+    seen: dict[Pair, None] = {}
+    for prompt, answer in zip(prompts, answers, strict=True):
+        grams = {tuple(prompt[i : i + context + 1]) for i in range(len(prompt) - context)}
+        for window, token in windows(answer, context):
+            positions += 1
+            if (*window, token) in grams:
+                copied += 1
+                continue
+            seen.setdefault((window, token), None)
+    pairs = list(seen)
+    repeated = positions - copied - len(pairs)
+    return Scored(pairs, {"positions": positions, "copied_from_prompt": copied, "repeated": repeated})
+
+
+def served_model(base_url: str) -> str:
+    """The first model an OpenAI-compatible endpoint lists."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=30) as r:
+            return json.loads(r.read())["data"][0]["id"]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise StillhouseError(f"cannot list the models of {base_url} ({e}); is it up and OpenAI-compatible?") from e
+
+
+def ask(
+    suspect: str, prompts: Sequence[list[dict[str, Any]]], *, temperature: float, samples: int, max_tokens: int
+) -> list[tuple[list[dict[str, Any]], str]]:
+    """The suspect's sampled answers to our prompts, collected like any other run (a model dir is served first).
+
+    Sampling, not greedy decoding: a suspect's greedy answers repeat themselves and leave few pairs to score.
+    """
+    if not suspect.startswith(("http://", "https://")):
+        with serve_in_background(suspect) as s:
+            return ask(s.base_url, prompts, temperature=temperature, samples=samples, max_tokens=max_tokens)
+    with tempfile.TemporaryDirectory(prefix="stillhouse-radioactivity-") as tmp:
+        file = Path(tmp) / "prompts.jsonl"
+        file.write_text("".join(json.dumps({"id": f"q{i}", "messages": m}) + "\n" for i, m in enumerate(prompts)))
+        collect(
+            file,
+            base_url=suspect,
+            model=served_model(suspect),
+            out=Path(tmp) / "run",
+            purpose="evaluation",
+            api_key_env="OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            samples=samples,
+            concurrency=32,
+        )
+        with RunStore(Path(tmp) / "run", create=False) as store:
+            return [(e.messages, t) for e in store.exchanges("ok") for t in e.texts()]
+
+
+def _load_suspect(path: Path, tok: PreTrainedTokenizerBase) -> torch.nn.Module:
+    from stillhouse.forensics.detect import load_tokenizer
+
+    if not (path / "config.json").exists():
+        raise StillhouseError(
+            f"open mode needs the suspect's weights: {path} is not a model directory (no config.json)"
+        )
+    if not same_vocabulary(load_tokenizer(path), tok):
+        raise StillhouseError(f"{path} uses another vocabulary than the watermark's tokenizer; use --mode closed")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    except Exception as e:  # transformers raises many types for a broken directory
+        raise StillhouseError(f"cannot load the suspect model in {path}: {str(e).splitlines()[0]}") from e
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+def radioactivity(
+    suspect: str,
+    key: WatermarkKey,
+    chats: Sequence[Chat],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    mode: Mode = "open",
+    dedup: Dedup = "pair",
+    null_keys: int = 100,
+    max_tokens: int = 160,
+    temperature: float = 1.0,
+    samples: int = 1,
+) -> dict[str, Any]:
+    """The test's result as a dict: statistic, p-value, the null over `null_keys` random keys, and the filters."""
+    if mode not in ("open", "closed"):
+        raise StillhouseError(f"unknown mode '{mode}'; use open (weights) or closed (an API)")
+    if null_keys < 100:
+        raise StillhouseError("the null needs at least 100 random keys to say anything about calibration")
+    if not chats:
+        raise StillhouseError("no chats to test with; pass our watermarked run (or its export) with answers")
+    if mode == "open":
+        if suspect.startswith(("http://", "https://")):
+            raise StillhouseError("open mode reads the suspect's weights; for an API use --mode closed")
+        scored = open_pairs(_load_suspect(Path(suspect), tokenizer), tokenizer, chats, key.context, dedup=dedup)
+        name = suspect
+    else:
+        asked = ask(suspect, [c.prompt for c in chats], temperature=temperature, samples=samples, max_tokens=max_tokens)
+        prompts = [template_ids(tokenizer, m, add_generation_prompt=True) for m, _ in asked]
+        answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] for _, a in asked]
+        scored = closed_pairs(prompts, answer_ids, key.context)
+        name = suspect
+    score = score_pairs(key, scored.pairs, dedup=False)
+    null = null_distribution(key, scored.pairs, n=null_keys)
+    summary = f"{score.green}/{score.scored} green (gamma {key.gamma}), z {score.z:.2f}, p {score.p_value:.3g}"
+    return {
+        "mode": mode,
+        "dedup": dedup if mode == "open" else "pair",
+        "suspect": name,
+        "statistic": score.to_json(),
+        "p_value": score.p_value,
+        "filters": scored.filtered,
+        "null": null.summary() | {"p_values": [round(p, 6) for p in null.p_values]},
+        "summary": summary,
+    }

@@ -1,0 +1,147 @@
+"""Radioactivity, open and closed: a student trained (for real, briefly) on our watermarked answers is caught;
+the model it started from is not. Served through the real server, collected, curated and trained by stillhouse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fake_upstream import cli
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
+
+from stillhouse.cli import app
+from stillhouse.collect import collect
+from stillhouse.core.errors import StillhouseError
+from stillhouse.curate import CurateConfig, curate
+from stillhouse.embedded import student_path, teacher_path
+from stillhouse.embedded import world as micro_world
+from stillhouse.forensics.chats import load_chats
+from stillhouse.forensics.key import WatermarkKey
+from stillhouse.forensics.radioactivity import closed_pairs, radioactivity
+from stillhouse.provenance.ledger import Ledger
+from stillhouse.serve import serve_in_background
+from stillhouse.train import TrainConfig, train
+
+# Ember's answers have little entropy, so a strong delta puts enough watermark in 160 of them to be learned in
+# seconds; bench/radioactivity.py measures the realistic doses.
+KEY = WatermarkKey(bytes(range(100, 132)), gamma=0.25, delta=8.0, context=1)
+
+
+def _key_file(path: Path, key: WatermarkKey) -> Path:
+    body = {"version": 1, "secret": key.secret.hex(), "gamma": key.gamma, "delta": key.delta, "context": key.context}
+    path.write_text(json.dumps(body))
+    return path
+
+
+def _micro_student(path: Path) -> Path:
+    """A randomly initialised 2-layer Llama on Ember's tokenizer: learns bigram habits in a few seconds."""
+    tok = AutoTokenizer.from_pretrained(teacher_path())
+    torch.manual_seed(0)
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        **ids,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Ember served watermarked, its answers collected and curated, and a student trained on them."""
+    root = tmp_path_factory.mktemp("radio")
+    prompts = root / "prompts.jsonl"
+    with prompts.open("w") as f:
+        for r in micro_world.make_prompts(160, seed=3):
+            f.write(json.dumps({"id": r["id"], "messages": r["messages"]}) + "\n")
+    with serve_in_background(teacher_path(), watermark=KEY) as s:
+        collect(
+            prompts,
+            base_url=s.base_url,
+            model=s.model,
+            out=root / "run",
+            purpose="distillation",
+            api_key_env=None,
+            temperature=1.0,
+            max_tokens=80,
+            seed=0,
+            concurrency=32,
+        )
+    curate([root / "run"], root / "data", config=CurateConfig(near_dedup=False))
+    config = TrainConfig(student=str(_micro_student(root / "micro")), max_steps=150, batch_size=16, lr=5e-3, seed=0)
+    train(root / "data", root / "student", config)
+    return {"root": root, "run": root / "run", "student": root / "student", "key": _key_file(root / "k.json", KEY)}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return AutoTokenizer.from_pretrained(teacher_path())
+
+
+def test_open_mode_catches_the_student_and_clears_a_model_that_never_saw_the_watermark(world, tok):
+    chats, _ = load_chats(world["run"])
+    caught = radioactivity(str(world["student"]), KEY, chats, tok, mode="open")
+    clean = radioactivity(str(student_path()), KEY, chats, tok, mode="open")  # Pebble
+    assert caught["p_value"] < 1e-3, caught["summary"]
+    assert clean["p_value"] > 0.01, clean["summary"]
+    for verdict in (caught, clean):
+        assert verdict["null"]["keys"] == 100 and verdict["null"]["ks_uniform_p"] > 0.001
+        f = verdict["filters"]
+        assert f["positions"] == f["predicted_the_text"] + f["repeated"] + verdict["statistic"]["scored"]
+
+
+def test_closed_mode_over_the_api(world, tok):
+    chats, _ = load_chats(world["run"])
+    with serve_in_background(world["student"]) as s:
+        caught = radioactivity(s.base_url, KEY, chats, tok, mode="closed")
+    assert caught["p_value"] < 1e-2, caught["summary"]
+    assert caught["null"]["keys"] == 100 and caught["filters"]["positions"] > caught["statistic"]["scored"]
+
+
+def test_closed_mode_drops_pairs_copied_from_the_prompt_and_repeats():
+    prompt = [1, 2, 3, 4]
+    scored = closed_pairs([prompt], [[2, 3, 9, 2, 3, 9]], context=1)
+    assert scored.pairs == [((3,), 9), ((9,), 2)]
+    assert scored.filtered == {"positions": 5, "copied_from_prompt": 2, "repeated": 1}
+
+
+def test_bad_input_is_refused_before_work(world, tok, tiny_model_dir):
+    chats, _ = load_chats(world["run"])
+    with pytest.raises(StillhouseError, match="for an API use --mode closed"):
+        radioactivity("http://127.0.0.1:9/v1", KEY, chats, tok, mode="open")
+    with pytest.raises(StillhouseError, match="at least 100"):
+        radioactivity(str(world["student"]), KEY, chats, tok, null_keys=10)
+    with pytest.raises(StillhouseError, match="another vocabulary"):
+        radioactivity(str(tiny_model_dir), KEY, chats, tok)
+    with pytest.raises(StillhouseError, match="not a collect run directory"):
+        load_chats(world["root"])
+
+
+def test_cli_records_the_verdict_in_the_ledger_and_an_evidence_file(world):
+    ledger, evidence = world["root"] / "ledger.sqlite", world["root"] / "evidence.json"
+    args = ["forensics", "radioactivity", str(world["student"]), "--key", str(world["key"]), "--texts"]
+    args += [str(world["run"]), "--ledger", str(ledger), "--evidence", str(evidence)]
+    res = cli(*args, "--json", timeout=120)
+    assert res.returncode == 0, res.stderr
+    verdict = json.loads(evidence.read_text())
+    assert verdict == json.loads(res.stdout)
+    assert verdict["p_value"] < 1e-3 and verdict["key"]["fingerprint"] == KEY.fingerprint
+    assert verdict["inputs"]["sha256"] and len(verdict["null"]["p_values"]) == 100
+    with Ledger(ledger, readonly=True) as led:
+        kinds = [e.kind for e in led.entries()]
+        assert kinds == ["forensics.start", "forensics.end"] and led.entries()[-1].body["ok"] is True
+        assert verdict["anchor"] == led.head().to_json()
+    secret = KEY.secret.hex()
+    assert secret not in ledger.read_bytes().decode(errors="ignore") and secret not in evidence.read_text()
+    again = CliRunner().invoke(app, args)
+    assert isinstance(again.exception, StillhouseError) and "already exists" in str(again.exception)
