@@ -29,10 +29,10 @@ def _cli_type(annotation: Any) -> Any:
         return str
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in get_args(annotation) if a is not type(None)]
-        return _cli_type(inner[0]) | None if len(inner) == 1 else str
+        return typing.Optional[_cli_type(inner[0])] if len(inner) == 1 else str  # noqa: UP045 (built at run time)
     if origin in (list, tuple):
         args = [a for a in get_args(annotation) if a is not Ellipsis]
-        return list[_cli_type(args[0]) if args else str]
+        return list[_cli_type(args[0]) if args else str]  # type: ignore[misc]
     return annotation
 
 
@@ -73,7 +73,7 @@ def config_options(
             default = overrides[name] if name in overrides else f.get_default(call_default_factory=True)
             if isinstance(default, list | tuple):
                 default = list(default) or None
-            annotation = Annotated[_cli_type(f.annotation), option]
+            annotation = Annotated[_cli_type(f.annotation), option]  # type: ignore[valid-type]
             params.append(
                 inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
             )

@@ -10,7 +10,7 @@ import time
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from stillhouse.collect import Progress as Snapshot
 
@@ -39,7 +39,7 @@ class Reporter:
     def __init__(self, console: Console, log_every_s: float = 10.0):
         self.console, self.log_every_s = console, log_every_s
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._last_log = 0.0
 
     def __enter__(self) -> Reporter:

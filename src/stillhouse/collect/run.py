@@ -232,7 +232,9 @@ async def acollect(
     return run.result()
 
 
-def _open_record(run: _Run, path: Path, start: dict[str, Any], teacher: dict[str, Any]) -> Callable[[], None]:
+def _open_record(
+    run: _Run, path: Path, start: dict[str, Any], teacher: dict[str, Any]
+) -> Callable[[BaseException | None], None]:
     """Write collect.start once the endpoint answered; returns what writes collect.end."""
     led = Ledger(path)
     cm = stage_run(led, "collect", start, run.run_id)
@@ -534,7 +536,7 @@ class _Run:
         spent = prior["prompt_tokens"] + prior["completion_tokens"] + s.prompt_tokens + s.completion_tokens
         if caps.tokens is not None and spent + prompt_in + completion_in >= caps.tokens:
             return "max-tokens-total"
-        cost = prior["cost"] + s.cost + (self.price.cost(prompt_in, completion_in) if self.price else 0.0)
+        cost = prior["cost"] + s.cost + (self.price.cost(prompt_in, round(completion_in)) if self.price else 0.0)
         if caps.cost is not None and cost >= caps.cost:
             return "max-cost"
         return None

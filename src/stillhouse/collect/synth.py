@@ -365,7 +365,7 @@ async def _loop(
             totals["succeeded"] += 1
             totals["prompt_tokens"] += exchange.prompt_tokens
             totals["completion_tokens"] += exchange.completion_tokens
-            totals["cost"] += exchange.cost
+            totals["cost"] += exchange.cost  # type: ignore[assignment]  # USD: the one float among the counts
             _judge_answer(exchange, kept, config, result.kept, rejected)
     result.rejected, result.totals = dict(rejected), dict(totals)
 

@@ -20,7 +20,7 @@ from stillhouse.core.errors import StillhouseError
 try:
     import uvloop
 except ImportError:  # Windows, or not installed
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 

@@ -7,6 +7,7 @@ the same message, before any work. A bad value raises `ConfigError`, which names
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,7 +28,7 @@ class ConfigError(StillhouseError, ValueError):
         self.field = field
 
 
-def _describe(error: dict[str, Any], model: type[Config]) -> tuple[str | None, str]:
+def _describe(error: Mapping[str, Any], model: type[Config]) -> tuple[str | None, str]:
     loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
     field = loc[0] if loc else None
     ctx = error.get("ctx") or {}

@@ -137,7 +137,14 @@ def _ledger(path: Path) -> str:
     rows = []
     for r in runs:
         outputs = ", ".join(sorted((r.get("outputs") or {}).keys()))
-        rows.append([r["stage"], r["run_id"], {True: "ok", False: "failed"}.get(r.get("ok"), "-"), outputs or "-"])
+        rows.append(
+            [
+                r["stage"],
+                r["run_id"],
+                {True: "ok", False: "failed"}.get(bool(r["ok"]), "-") if "ok" in r else "-",
+                outputs or "-",
+            ]
+        )
     state = "intact (every entry's hash chains to the previous)" if not problems else f"{len(problems)} problems"
     return f"<p>{html.escape(str(path))}: {len(runs)} runs, chain {state}.</p>" + _table(
         ["stage", "run", "ok", "outputs"], rows

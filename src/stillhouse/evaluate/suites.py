@@ -52,6 +52,7 @@ def _record(raw: bytes, where: str) -> dict[str, Any]:
         raise StillhouseError(
             f"{where}: 'messages' must be a non-empty list of {{role: system|user|assistant, content: text}}"
         )
+    assert isinstance(messages, list)
     answer = rec.get("answer")
     if messages[-1]["role"] == "assistant":  # a reference answer is not part of the prompt
         answer = messages[-1]["content"] if answer is None else answer

@@ -20,7 +20,7 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +135,8 @@ class _GrowingLayer(DynamicLayer):
 
     _k: torch.Tensor | None = None
     _v: torch.Tensor | None = None
+    keys: torch.Tensor
+    values: torch.Tensor
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
@@ -143,7 +145,7 @@ class _GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         start = self.get_seq_length()
         end = start + key_states.shape[-2]
-        if self._k is None or end > self._k.shape[-2]:
+        if self._k is None or self._v is None or end > self._k.shape[-2]:
             self._k, self._v = (
                 _with_room(self.keys, key_states, 2 * end),
                 _with_room(self.values, value_states, 2 * end),
@@ -161,7 +163,7 @@ def _with_room(old: torch.Tensor, new: torch.Tensor, capacity: int) -> torch.Ten
     return buffer
 
 
-def _kv_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+def _kv_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
     """A DynamicCache of growing layers, filled with these (keys, values) per layer."""
     cache = DynamicCache()
     cache.layer_class_to_replicate = _GrowingLayer
@@ -325,7 +327,7 @@ class Engine:
 
     def _join(self, kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, rows: list[_Row]) -> None:
         """Append prefilled rows (their keys/values per layer) to the running batch, left-padding the shorter side."""
-        if not self._rows:
+        if not self._rows or self._cache is None or self._mask is None:
             self._cache, self._mask, self._rows = _kv_cache(kv), mask, rows
             return
         old, new = self._mask.shape[1], mask.shape[1]
@@ -346,6 +348,7 @@ class Engine:
         """One token for every running row."""
         ids = torch.tensor([[r.ids[-1]] for r in self._rows])
         positions = torch.tensor([[r.pos] for r in self._rows])
+        assert self._mask is not None and self._cache is not None, "decoding needs running rows"
         self._mask = F.pad(self._mask, (0, 1), value=1)
         logits = self._forward(ids, self._mask, positions, self._cache)
         for r in self._rows:
@@ -360,6 +363,7 @@ class Engine:
             self._rows, self._cache, self._mask = [], None, None
             return
         idx = torch.tensor(keep)
+        assert self._mask is not None and self._cache is not None, "selecting needs running rows"
         mask = self._mask[idx]
         cut = int(mask.any(0).int().argmax())
         self._cache = _kv_cache([(k[idx, :, cut:], v[idx, :, cut:]) for k, v, _ in self._cache])
@@ -386,11 +390,11 @@ class Engine:
                 if adjusted is logits:
                     adjusted = logits.clone()
                 if p.logit_bias:
-                    ids, bias = zip(*p.logit_bias, strict=True)
-                    adjusted[i, list(ids)] += torch.tensor(bias)
+                    biased, bias = zip(*p.logit_bias, strict=True)
+                    adjusted[i, list(biased)] += torch.tensor(bias)
                 if r.counts:
-                    ids, counts = list(r.counts), torch.tensor(list(r.counts.values()), dtype=torch.float32)
-                    adjusted[i, ids] -= p.frequency_penalty * counts + p.presence_penalty
+                    seen, counts = list(r.counts), torch.tensor(list(r.counts.values()), dtype=torch.float32)
+                    adjusted[i, seen] -= p.frequency_penalty * counts + p.presence_penalty
         if self.logits_hook is not None:
             adjusted = self.logits_hook([r.req.prompt_ids + r.ids for r in rows], adjusted)
         tokens = adjusted.argmax(-1)

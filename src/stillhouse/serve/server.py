@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +208,7 @@ class _API:
         return await self._respond(request, body, prompts, params, chat=False)
 
     def _prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:
-        items = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else prompt
+        items: list[Any] = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else prompt
         if not items:
             raise APIError(400, "'prompt' is empty.", param="prompt", code="invalid_value")
         vocab = len(self.tokenizer)
@@ -313,6 +313,7 @@ class _API:
         if "error" in finish:
             raise APIError(500, "The model failed while generating; see the server log.")
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        choices: list[dict[str, Any]]
         if chat:
             choices = [
                 {
@@ -376,7 +377,9 @@ class _API:
             if d.finish_reason:
                 usage["completion_tokens"] += d.completion_tokens
             if chat:
-                lp = {"content": _chat_logprobs(d.logprobs), "refusal": None} if d.logprobs else None
+                lp: dict[str, Any] | None = (
+                    {"content": _chat_logprobs(d.logprobs), "refusal": None} if d.logprobs else None
+                )
                 choice = {"index": i, "delta": {"content": d.text} if d.text else {}, "logprobs": lp}
             else:
                 lp = _completion_logprobs(d.logprobs) if d.logprobs else None
@@ -430,7 +433,7 @@ async def _parse(request: web.Request, schema: type[_B]) -> _B:
 
 async def _generate(
     engine: Engine, prompts: list[list[int]], params: SamplingParams, n: int, *, stream: bool
-) -> AsyncIterator[tuple[int, Delta]]:
+) -> AsyncGenerator[tuple[int, Delta], None]:
     """(choice index, delta) pairs as the engine produces them; the requests are cancelled if we stop early.
 
     Waking the event loop takes the GIL from the engine thread, so it is woken at most once per batch of deltas,

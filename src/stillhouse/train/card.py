@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import files_hash
@@ -16,7 +15,7 @@ from stillhouse.provenance.lineage import MODEL_META
 
 
 def save_model(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     output_dir: Path,
     card: dict[str, Any],

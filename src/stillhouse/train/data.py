@@ -226,7 +226,7 @@ class Collator:
         targets = torch.full_like(ids, IGNORE)  # targets[r, p]: the token the logits at p should predict
         positions = torch.zeros_like(ids)
         with_kd = [e for e in examples if e.kd]
-        k = max((len(top) for e in with_kd for top in e.kd[1]), default=0)
+        k = max((len(top) for e in with_kd if e.kd for top in e.kd[1]), default=0)
         kd_ids, kd_probs = torch.zeros((*ids.shape, k), dtype=torch.long), torch.zeros((*ids.shape, k))
         for r, members in enumerate(rows):
             off = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from stillhouse.core.errors import StillhouseError
 from stillhouse.train.config import TrainConfig
@@ -34,7 +34,7 @@ def student_tokenizer(config: TrainConfig) -> tuple[PreTrainedTokenizerBase, str
     return tok, str(source)
 
 
-def student_model(config: TrainConfig, tok: PreTrainedTokenizerBase, longest: int) -> tuple[torch.nn.Module, str]:
+def student_model(config: TrainConfig, tok: PreTrainedTokenizerBase, longest: int) -> tuple[PreTrainedModel, str]:
     """The student's weights: a fresh preset (seeded) or a model directory, always in fp32."""
     if config.student in PRESETS:
         return fresh_model(config.student, tok, max_positions=max(512, longest)), f"fresh '{config.student}' preset"
