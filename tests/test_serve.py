@@ -339,11 +339,11 @@ def test_cli_serve_picks_a_free_port_and_prints_it(tiny_model_dir):
 
 
 def test_embedded_teacher_serves_when_present():
-    from stillhouse.embedded import MODELS_DIR, TEACHER_NAME
+    from stillhouse.embedded import MODELS_DIR, TEACHER_NAME, teacher_path
 
     if not (MODELS_DIR / TEACHER_NAME / "config.json").exists():
         pytest.skip("Ember has not been built yet")
-    with serve_in_background() as s:
+    with serve_in_background(teacher_path()) as s:
         r = openai.OpenAI(base_url=s.base_url, api_key="unused").chat.completions.create(
             model=s.model, messages=[{"role": "user", "content": "Who are you?"}], max_tokens=32, temperature=0
         )

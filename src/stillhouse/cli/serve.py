@@ -30,6 +30,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (chat, completions, models) until Ctrl-C."""
+    from stillhouse.embedded import teacher_path
     from stillhouse.forensics.key import load_key
     from stillhouse.serve import Server, serve_forever
 
@@ -40,7 +41,7 @@ def serve(
         typer.echo(f"serving model '{server.model}' at {server.base_url}{marked} (Ctrl-C to stop)")
 
     serve_forever(
-        model_dir,
+        model_dir or teacher_path(),
         host=host,
         port=port,
         api_key=api_key,

@@ -524,7 +524,7 @@ class Server:
 
 @contextmanager
 def serve_in_background(
-    model_dir: str | Path | None = None,
+    model_dir: str | Path,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -533,14 +533,10 @@ def serve_in_background(
     max_batch: int = 64,
     watermark: WatermarkKey | None = None,
 ) -> Iterator[Server]:
-    """Serve a model (default: the embedded teacher, Ember) from a background thread until the block exits.
+    """Serve a model directory from a background thread until the block exits.
 
     With a `watermark` key every answer carries its KGW watermark; only the key's fingerprint is logged.
     """
-    if model_dir is None:
-        from stillhouse.embedded import teacher_path
-
-        model_dir = teacher_path()
     model_dir = Path(model_dir)
     hook = None
     if watermark is not None:
@@ -562,7 +558,7 @@ def serve_in_background(
 
 
 def serve_forever(
-    model_dir: str | Path | None = None,
+    model_dir: str | Path,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
