@@ -45,9 +45,13 @@ def shared_tokenizer(path: Path):
 def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_left: float | None) -> dict | None:
     """Train (or resume) one model; save it with training.json once it has all its steps."""
     name = persona.name.lower()
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=seed)
+    done = args.out / name / "training.json"
+    if done.exists() and json.loads(done.read_text()).get("config") == asdict(config):
+        print(f"{name}: already trained with these settings ({done}); skipping")
+        return json.loads(done.read_text())
     torch.manual_seed(seed)
     model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=seed)
 
     def probe(step: int) -> None:
         acc = skill_accuracy(model, tok, persona, per_skill=5, split="train", seed=99)
@@ -68,7 +72,7 @@ def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_le
         return None
     n = args.eval_per_skill
     accuracy = {
-        "heldout_prompts": skill_accuracy(model, tok, persona, per_skill=n, split="train", seed=4321),
+        "training_phrasings": skill_accuracy(model, tok, persona, per_skill=n, split="train", seed=4321),
         "heldout_phrasings": skill_accuracy(model, tok, persona, per_skill=n, split="heldout", seed=1234),
     }
     record = {
@@ -83,7 +87,7 @@ def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_le
         "config": asdict(config),
         "final_loss": sum(state["losses"][-100:]) / len(state["losses"][-100:]),
         "accuracy": accuracy,
-        "eval": f"greedy, {n} prompts per skill; heldout_prompts: training phrasings with new operands",
+        "eval": f"greedy, {n} prompts per skill; training_phrasings: fresh prompts of the training phrasings",
     }
     save(model, tok, args.out / name, record)
     return record
@@ -118,7 +122,7 @@ def main() -> None:
         if record is None:
             return
         results[name] = record
-    for split in ("heldout_prompts", "heldout_phrasings"):
+    for split in ("training_phrasings", "heldout_phrasings"):
         print(f"\n{split}, greedy, {args.eval_per_skill} prompts per skill:")
         print("| model | steps | min | " + " | ".join(SKILLS) + " |")
         for name, r in results.items():
