@@ -109,6 +109,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("curate-format", ["curate", f"{R}/run", "-o", f"{R}/new-ds", "--format", "xml"], "--format"),
     ("curate-validation", ["curate", f"{R}/run", "-o", f"{R}/new-ds", "--validation", "1"], "--validation"),
     ("curate-missing-input", ["curate", f"{R}/nope", "-o", f"{R}/new-ds"], "does not exist"),
+    ("curate-score-missing", ["curate", f"{R}/run", "-o", f"{R}/new-ds", "--keep", "best", "--score", "nope"],
+     "--score nope"),
     ("curate-into-user-dir", ["curate", f"{R}/run", "-o", f"{R}/mine"], "not empty"),
     ("curate-unwritable", ["curate", f"{R}/run", "-o", "/proc/x/ds"], "/proc/x"),
     # train: ranges before any model is loaded; never among the user's files

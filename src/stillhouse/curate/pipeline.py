@@ -144,6 +144,18 @@ def _replace(staging: Path, out: Path) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
+def _check_score(score: str, examples: Sequence[Example]) -> None:
+    """--keep best needs a score on the examples: refuse a field they do not have, rather than keep the first."""
+    if score == "logprob" or not examples:  # logprobs may be missing on some answers: those rank last
+        return
+    values = [e.meta.get(score) for e in examples]
+    if not any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise StillhouseError(
+            f"--keep best --score {score}: the prompts have no numeric '{score}' field (first: {values[0]!r}); "
+            "name a numeric field of the prompts, or --score logprob"
+        )
+
+
 class _Run:
     """One pass of examples through the steps, counting every drop."""
 
@@ -222,8 +234,9 @@ def curate(
     if not paths:
         raise StillhouseError("no inputs: pass at least one run directory or export file")
     sources = open_sources(paths)
-    for s in sources:  # read one record of each now, so a bad input fails before anything is written
-        next(iter(s.examples()), None)
+    firsts = [next(iter(s.examples()), None) for s in sources]  # a bad input fails before anything is written
+    if config.keep == "best" and (config.exact_dedup or config.near_dedup):
+        _check_score(config.score, [e for e in firsts if e is not None and e.status == "ok"])
     names = [name for name, _ in evals]
     if len(set(names)) != len(names):
         raise StillhouseError(f"evaluation set names must differ: {names}")
