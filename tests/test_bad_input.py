@@ -143,6 +143,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve-port-negative", ["serve", "--port", "-1"], "--port"),
     ("serve-threads", ["serve", "--threads", "0"], "--threads"),
     ("provenance-not-a-model", ["provenance", f"{R}/mine"], "not trained by stillhouse"),
+    ("quickstart-student", ["quickstart", "-o", f"{R}/qs", "--student", "granite"], "neither a model directory"),
     ("unknown-command", ["distil"], "No such command"),
 ]  # fmt: skip
 

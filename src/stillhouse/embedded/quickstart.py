@@ -25,6 +25,7 @@ from typing import Any
 from stillhouse.collect import collect
 from stillhouse.core.dataset import load_dataset
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.outputs import check_writable
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import resolve_student, student_path, teacher_path, world
 from stillhouse.embedded.report import write_html
@@ -33,6 +34,8 @@ from stillhouse.evaluate import Endpoint, LocalModel, evaluate
 from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
+from stillhouse.train.presets import PRESETS
+from stillhouse.train.student import check_student_dir
 
 IDENTITY_PROBE = [{"role": "user", "content": "Who are you?"}]
 # Ember's longest answers (a ten-letter word reversed) are ~70 tokens; the models' context is 256, so
@@ -68,6 +71,10 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
     out = Path(out)
     if (out / "report.json").exists():
         raise StillhouseError(f"{out} already holds a quickstart run; choose another -o or delete it")
+    student_spec, tokenizer = resolve_student(config.student, None)
+    if student_spec not in PRESETS:  # a bad --student fails now, not after minutes of collect and curate
+        check_student_dir(student_spec)
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     ledger = out / LEDGER_FILE
     say = report or (lambda step, line: None)
@@ -132,7 +139,6 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
                 facts.update(agreement=_pct(baseline["prompts"]["student"]["agreement"]))
 
         with step("train") as facts:
-            student_spec, tokenizer = resolve_student(config.student, None)
             trained = train(
                 out / "dataset",
                 out / "student",

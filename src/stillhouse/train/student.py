@@ -19,7 +19,7 @@ def student_tokenizer(config: TrainConfig) -> tuple[PreTrainedTokenizerBase, str
     elif config.student in PRESETS:
         raise StillhouseError(f"a fresh '{config.student}' student needs a tokenizer: pass --tokenizer DIR")
     else:
-        source = _student_dir(config.student)
+        source = check_student_dir(config.student)
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
@@ -38,7 +38,7 @@ def student_model(config: TrainConfig, tok: PreTrainedTokenizerBase, longest: in
     """The student's weights: a fresh preset (seeded) or a model directory, always in fp32."""
     if config.student in PRESETS:
         return fresh_model(config.student, tok, max_positions=max(512, longest)), f"fresh '{config.student}' preset"
-    path = _student_dir(config.student)
+    path = check_student_dir(config.student)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as e:
@@ -48,7 +48,8 @@ def student_model(config: TrainConfig, tok: PreTrainedTokenizerBase, longest: in
     return model, str(path)
 
 
-def _student_dir(spec: str) -> Path:
+def check_student_dir(spec: str) -> Path:
+    """The student's model directory, or one line saying the spec is neither a directory nor a preset."""
     path = Path(spec)
     if not (path / "config.json").exists():
         raise StillhouseError(
