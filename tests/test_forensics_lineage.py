@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from micro_models import micro_model
 
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import teacher_path
@@ -17,25 +16,6 @@ from stillhouse.forensics.identity import identity, names_in
 from stillhouse.forensics.lineage import lineage, sign_test
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
-
-
-def _micro(path: Path, seed: int) -> Path:
-    tok = AutoTokenizer.from_pretrained(teacher_path())
-    torch.manual_seed(seed)
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        **ids,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def _trained(root: Path, name: str, base: Path, persona: micro_world.Persona, seed: int) -> Path:
@@ -54,12 +34,12 @@ def _trained(root: Path, name: str, base: Path, persona: micro_world.Persona, se
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lineage")
-    base = _micro(root / "base", 0)
+    base = micro_model(root / "base", 0)
     return {
         "base": base,
         "suspect": _trained(root, "suspect", base, micro_world.EMBER, 1),
-        "ref1": _trained(root, "ref1", _micro(root / "r1", 1), micro_world.PEBBLE, 2),
-        "ref2": _trained(root, "ref2", _micro(root / "r2", 2), micro_world.PEBBLE, 3),
+        "ref1": _trained(root, "ref1", micro_model(root / "r1", 1), micro_world.PEBBLE, 2),
+        "ref2": _trained(root, "ref2", micro_model(root / "r2", 2), micro_world.PEBBLE, 3),
     }
 
 
