@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from fake_upstream import cli
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from micro_models import micro_model
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from stillhouse.cli import app
@@ -36,26 +36,6 @@ def _key_file(path: Path, key: WatermarkKey) -> Path:
     return path
 
 
-def _micro_student(path: Path) -> Path:
-    """A randomly initialised 2-layer Llama on Ember's tokenizer: learns bigram habits in a few seconds."""
-    tok = AutoTokenizer.from_pretrained(teacher_path())
-    torch.manual_seed(0)
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        **ids,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Ember served watermarked, its answers collected and curated, and a student trained on them."""
@@ -78,7 +58,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             concurrency=32,
         )
     curate([root / "run"], root / "data", config=CurateConfig(near_dedup=False))
-    config = TrainConfig(student=str(_micro_student(root / "micro")), max_steps=150, batch_size=16, lr=5e-3, seed=0)
+    config = TrainConfig(student=str(micro_model(root / "micro")), max_steps=150, batch_size=16, lr=5e-3, seed=0)
     train(root / "data", root / "student", config)
     return {"root": root, "run": root / "run", "student": root / "student", "key": _key_file(root / "k.json", KEY)}
 

@@ -196,3 +196,69 @@ def identity(
     out.print(f"identity of {suspect}: {verdict['summary']}")
     for who, n in verdict["counts"].items():
         out.print(f"  {who:<16} {n:>3} of {verdict['questions']}")
+
+
+def _model_spec(spec: str) -> str:
+    """The shipped models by name ('ember', 'pebble') as their directories, so their weights can be compared."""
+    from stillhouse.embedded import STUDENT_NAME, TEACHER_NAME, student_path, teacher_path
+
+    shipped = {TEACHER_NAME: teacher_path, STUDENT_NAME: student_path}
+    return str(shipped[spec]()) if spec in shipped else spec
+
+
+def _specs(values: list[str]) -> list[str]:
+    return [_model_spec(s.strip()) for v in values for s in v.split(",") if s.strip()]
+
+
+@forensics_app.command("lineage")
+def lineage(
+    suspect: Suspect,
+    candidates: Annotated[list[str], typer.Option(help="Candidate parents: dirs, URLs, ember/pebble (repeat or A,B).")],
+    references: Annotated[list[str], typer.Option(help="Unrelated reference models for the null (>= 2).")],
+    probes: Annotated[
+        Path | None, typer.Option(help="Probe prompts (JSONL with 'messages'; default: micro-world held-out).")
+    ] = None,
+    n_probes: Annotated[int, typer.Option(help="Probe prompts to use.")] = 120,
+    alpha: Annotated[float, typer.Option(help="Level for an attribution, after correction.")] = 0.01,
+    ledger: Ledger = None,
+    evidence: Evidence = None,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Is SUSPECT closer to a candidate than unrelated reference models are? Output, distribution, weights."""
+    from stillhouse.forensics.chats import load_chats
+    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.lineage import lineage as test
+
+    cands, refs, suspect = _specs(candidates), _specs(references), _model_spec(suspect)
+    if len(refs) < 2:
+        raise StillhouseError("--references needs at least two unrelated models for the null")
+    check_output(evidence, overwrite)
+    if probes is not None:
+        chats, digest = load_chats(probes)
+        prompts = [c.prompt for c in chats][:n_probes]
+    else:
+        from stillhouse.embedded import world
+
+        prompts = [r["messages"] for r in world.make_prompts(n_probes, split="heldout", seed=31)]
+        digest = "micro-world heldout seed 31"
+    start = {"suspect": suspect, "candidates": cands, "references": refs, "probes": {"n": len(prompts), "id": digest}}
+    verdict = record_verdict(
+        "lineage",
+        start,
+        lambda: test(suspect, cands, refs, prompts, alpha=alpha),
+        ledger=ledger,
+        evidence=evidence,
+        overwrite=overwrite,
+    )
+    if as_json:
+        _print_json(verdict)
+        return
+    out.print(f"lineage of {suspect}: {verdict['summary']}")
+    for c in verdict["candidates"]:
+        parts = [
+            f"{part} p {c[part]['p_corrected']:.2g}" + (" *" if c[part]["attributed"] else "")
+            for part in ("output", "distribution", "weights")
+            if c[part] is not None
+        ]
+        out.print(f"  {c['candidate']}: " + ", ".join(parts))

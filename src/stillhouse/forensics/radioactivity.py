@@ -122,8 +122,12 @@ def closed_pairs(prompts: Sequence[list[int]], answers: Sequence[list[int]], con
 
 def served_model(base_url: str) -> str:
     """The first model an OpenAI-compatible endpoint lists."""
+    key = os.environ.get("OPENAI_API_KEY")
+    request = urllib.request.Request(
+        base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
     try:
-        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=30) as r:
+        with urllib.request.urlopen(request, timeout=30) as r:
             return json.loads(r.read())["data"][0]["id"]
     except (OSError, ValueError, KeyError, IndexError) as e:
         raise StillhouseError(f"cannot list the models of {base_url} ({e}); is it up and OpenAI-compatible?") from e
