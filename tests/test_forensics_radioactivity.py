@@ -120,7 +120,7 @@ def test_cli_records_the_verdict_in_the_ledger_and_an_evidence_file(world):
     with Ledger(ledger, readonly=True) as led:
         kinds = [e.kind for e in led.entries()]
         assert kinds == ["forensics.start", "forensics.end"] and led.entries()[-1].body["ok"] is True
-        assert verdict["anchor"] == led.head().to_json()
+        assert verdict["ledger_anchor"] == led.head().to_json()
     secret = KEY.secret.hex()
     assert secret not in ledger.read_bytes().decode(errors="ignore") and secret not in evidence.read_text()
     again = CliRunner().invoke(app, args)

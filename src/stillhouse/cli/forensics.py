@@ -114,7 +114,7 @@ def radioactivity(
     """Was SUSPECT trained on text our watermarked server wrote? p-value, with the null over random keys."""
     from stillhouse.forensics.chats import load_chats
     from stillhouse.forensics.detect import load_tokenizer
-    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.evidence import check_evidence, record_verdict
     from stillhouse.forensics.key import load_key
     from stillhouse.forensics.radioactivity import radioactivity as test
 
@@ -122,13 +122,13 @@ def radioactivity(
         raise StillhouseError(f"--mode must be open or closed, not {mode!r}")
     if null_keys < 100:
         raise StillhouseError("--null-keys must be at least 100")
-    check_output(evidence, overwrite)
+    check_evidence(evidence, overwrite)
     wm = load_key(key)
     chats, digest = load_chats(texts)
     chats = chats[:limit] if limit else chats
     tok = load_tokenizer(tokenizer or _default_tokenizer())
-    start = {"mode": mode, "suspect": suspect, "key": wm.public(), "inputs": {"texts": str(texts), "sha256": digest}}
-    start["inputs"]["chats"] = len(chats)
+    inputs = {"texts": str(texts), "sha256": digest, "chats": len(chats)}
+    start = {"mode": mode, "suspect": suspect, "key": wm.public(), "inputs": inputs}
     verdict = record_verdict(
         "radioactivity",
         start,
@@ -177,11 +177,11 @@ def identity(
     as_json: AsJson = False,
 ) -> None:
     """Ask SUSPECT who it is and who made it in many phrasings; count which known identities it names."""
-    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.evidence import check_evidence, record_verdict
     from stillhouse.forensics.identity import identity as battery
 
     known = _parse_identities(identity_) if identity_ else _embedded_identities()
-    check_output(evidence, overwrite)
+    check_evidence(evidence, overwrite)
     verdict = record_verdict(
         "identity",
         {"suspect": suspect, "identities": sorted(known)},
@@ -227,13 +227,13 @@ def lineage(
 ) -> None:
     """Is SUSPECT closer to a candidate than unrelated reference models are? Output, distribution, weights."""
     from stillhouse.forensics.chats import load_chats
-    from stillhouse.forensics.evidence import check_output, record_verdict
+    from stillhouse.forensics.evidence import check_evidence, record_verdict
     from stillhouse.forensics.lineage import lineage as test
 
     cands, refs, suspect = _specs(candidates), _specs(references), _model_spec(suspect)
     if len(refs) < 2:
         raise StillhouseError("--references needs at least two unrelated models for the null")
-    check_output(evidence, overwrite)
+    check_evidence(evidence, overwrite)
     if probes is not None:
         chats, digest = load_chats(probes)
         prompts = [c.prompt for c in chats][:n_probes]

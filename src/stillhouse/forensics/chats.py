@@ -30,7 +30,7 @@ def load_chats(path: str | Path) -> tuple[list[Chat], str]:
         if not (path / "store.sqlite").exists():
             raise StillhouseError(f"{path} is not a collect run directory (no store.sqlite); pass a run or a JSONL")
         with RunStore(path, create=False) as store:
-            chats = [Chat(e.messages, (e.texts() or [None])[0]) for e in store.exchanges("ok")]
+            chats = [Chat(e.messages, texts[0]) for e in store.exchanges("ok") if (texts := e.texts())]
         return chats, file_sha256(path / "store.sqlite")
     if not path.is_file():
         raise StillhouseError(f"{path} does not exist; pass a collect run directory or a JSONL of chats")

@@ -7,22 +7,21 @@ ledger head it was made at, so `stillhouse ledger verify` can tell whether the l
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import now
+from stillhouse.core.outputs import atomic_write, check_output
 from stillhouse.provenance.ledger import Ledger, stage_run
 
 EVIDENCE_VERSION = 1
 
 
-def check_output(path: Path | None, overwrite: bool) -> None:
-    """Refuse before any work, not after it, to replace an evidence file."""
-    if path is not None and path.exists() and not overwrite:
-        raise StillhouseError(f"{path} already exists; choose another --evidence path or pass --overwrite")
+def check_evidence(path: Path | None, overwrite: bool) -> None:
+    """Refuse before any work, not after it, to replace an evidence file or to write where nothing can be."""
+    if path is not None:
+        check_output(path, overwrite=overwrite)
 
 
 def record_verdict(
@@ -40,7 +39,7 @@ def record_verdict(
     the ledger's end entry, the whole verdict into the evidence file.
     """
     evidence = Path(evidence) if evidence is not None else None
-    check_output(evidence, overwrite)
+    check_evidence(evidence, overwrite)
     anchor = None
     if ledger is None:
         result = compute()
@@ -53,14 +52,8 @@ def record_verdict(
                     run.end["evidence"] = str(evidence)
             anchor = led.head().to_json()
     verdict = {"kind": "stillhouse.evidence", "version": EVIDENCE_VERSION, "test": test, "created": now()}
-    verdict |= start | result | {"anchor": anchor}
+    verdict |= start | result | {"ledger_anchor": anchor}
     if evidence is not None:
-        _write_atomic(evidence, json.dumps(verdict, indent=2, default=str) + "\n")
+        with atomic_write(evidence) as tmp:
+            tmp.write_text(json.dumps(verdict, indent=2, default=str) + "\n")
     return verdict
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

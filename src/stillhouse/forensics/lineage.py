@@ -126,7 +126,7 @@ def lineage(
         if dists is None or other not in local:
             return None
         a, b = dists.of(local[suspect]), dists.of(local[other])
-        if b is None:
+        if a is None or b is None:
             return None
         return [1 - 0.5 * float((x - y).abs().sum(-1).mean()) if len(x) else 1.0 for x, y in zip(a, b, strict=True)]
 
@@ -145,9 +145,13 @@ def lineage(
             names = sorted(n for n in ws if n in wc and ws[n].shape == wc[n].shape)
             wrefs = [r for r in references if _same_shapes(weights.get(r), ws, names)]
             if names and len(wrefs) >= 2:
-                entry["weights"] = beats_every_reference(
-                    lambda m, ws=ws, names=names: _cosines(ws, weights[m], names), c, wrefs
-                )
+
+                def cosines(m: str, ws: dict[str, torch.Tensor] = ws, names: list[str] = names) -> list[float]:
+                    other = weights[m]
+                    assert other is not None  # wrefs holds only models whose weights match
+                    return _cosines(ws, other, names)
+
+                entry["weights"] = beats_every_reference(cosines, c, wrefs)
         for part in ("output", "distribution", "weights"):
             if entry[part] is not None:
                 entry[part]["p_corrected"] = min(1.0, entry[part]["p"] * k)
