@@ -78,9 +78,9 @@ def test_curate_keeps_the_teachers_logprobs_in_both_formats(chain):
     assert card["steps"]["decontamination"] == {"heldout": card["steps"]["decontamination"].get("heldout", 0)}
 
 
-def test_hf_datasets_reads_what_curate_wrote(chain):
+def test_hf_datasets_reads_what_curate_wrote(chain, tmp_path):
     datasets = pytest.importorskip("datasets")
-    loaded = datasets.load_dataset(str(chain / "ds"))
+    loaded = datasets.load_dataset(str(chain / "ds"), cache_dir=str(tmp_path))  # a cache of its own: never stale
     assert loaded["train"].num_rows == len(load_dataset(chain / "ds").train)
     assert "logprobs" in loaded["train"].column_names
 
