@@ -249,7 +249,7 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
         .append_column("shared", pa.array(shared))
         .append_column("sync", pa.array(sync)),
     )
-    feats = _features(con, names)
+    feats = account_features(con, names)
     z = {f: _robust_z(feats[f], floor) for f, (_, floor) in FEATURES.items()}
     own = np.sum([np.clip(v, 0, Z_CAP) for v in z.values()], axis=0)
     own_reasons = _reasons(feats, z)
@@ -285,7 +285,7 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     return Detection(results, clusters, n, time.perf_counter() - started)
 
 
-def _features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np.ndarray]:
+def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np.ndarray]:
     """Per-account feature columns, aligned with `names`."""
     newest = con.sql("SELECT model, min(ts) AS first FROM req GROUP BY model ORDER BY first DESC LIMIT 1").fetchall()
     newest = newest[0] if newest else None
