@@ -4,11 +4,11 @@ All three front the shared stub (`../shared/bench/collect_bench/stub_server.py`,
 One aiohttp client drives each target: `--serial` requests one at a time give the added latency (p50/p99 of
 the per-request time minus the direct call's), then `--n` requests at `--concurrency` give the most req/s.
 The gateway runs as `stillhouse gateway` (a subprocess, with a key, its rpm/tpm bookkeeping and its request
-log on); LiteLLM runs as `litellm --config` from its own venv (never our dependency; no virtual keys, which
-would need its Postgres, so it does less work per request than ours). Targets: p50 added <= 1 ms, and at
-least 3x LiteLLM's req/s.
+log on); LiteLLM runs as `litellm --config` from its own venv (never our dependency). It has no virtual keys
+here, which would need its Postgres: it checks one master key per request and keeps no log, less work than
+ours. Targets: p50 added <= 1 ms, and at least 3x LiteLLM's req/s.
 
-    python -m venv /tmp/gw-litellm && /tmp/gw-litellm/bin/pip install 'litellm[proxy]' uvicorn
+    python -m venv /tmp/gw-litellm && /tmp/gw-litellm/bin/pip install 'litellm[proxy]' uvicorn httptools uvloop
     PYTHONPATH=src nice -n 10 python bench/gateway.py --litellm-venv /tmp/gw-litellm
 """
 
@@ -141,21 +141,22 @@ def main() -> None:
         "--num_workers",
         "1",
     ]
-    lite_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
-    targets = {
-        "direct": f"{stub}/chat/completions",
-        "stillhouse gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-        "LiteLLM proxy": f"http://127.0.0.1:{lite_port}/v1/chat/completions",
+    master = "sk-bench-" + "0" * 32  # LiteLLM refuses to start without a master key; it checks it per request
+    lite_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": master}
+    targets = {  # name: (url, key)
+        "direct": (f"{stub}/chat/completions", "none"),
+        "stillhouse gateway": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", key),
+        "LiteLLM proxy": (f"http://127.0.0.1:{lite_port}/v1/chat/completions", master),
     }
     results = {}
     with (
         _process(stub_cmd, f"{stub}/models"),
-        _process(gw_cmd, targets["stillhouse gateway"].replace("chat/completions", "models")),
+        _process(gw_cmd, targets["stillhouse gateway"][0].replace("chat/completions", "models")),
         _process(lite_cmd, f"http://127.0.0.1:{lite_port}/health/liveliness", env=lite_env),
     ):
-        for name, url in targets.items():
-            serial, _ = asyncio.run(_drive(url, key, args.serial, 1))
-            _, rps = asyncio.run(_drive(url, key, args.n, args.concurrency))
+        for name, (url, target_key) in targets.items():
+            serial, _ = asyncio.run(_drive(url, target_key, args.serial, 1))
+            _, rps = asyncio.run(_drive(url, target_key, args.n, args.concurrency))
             results[name] = (serial, rps)
             print(
                 f"{name:<20} p50 {np.median(serial) * 1e3:6.2f} ms  p99 {np.quantile(serial, 0.99) * 1e3:6.2f} ms  "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from fake_upstream import Reply, Upstream
 
 from stillhouse.core.errors import StillhouseError
 from stillhouse.gateway.keys import KeyStore
@@ -145,8 +146,8 @@ def test_gateway_refuses_bad_options_in_one_line(tmp_path):
         gateway_in_background("localhost:8000", tmp_path / "k.sqlite", tmp_path / "log").__enter__()
     r = _cli("gateway", "--upstream", "ftp://x", "--keys", str(tmp_path / "k.sqlite"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--upstream must be" in r.stderr
-    r = _cli("keys", "create", "bob", "--rpm", "0", "--keys", str(tmp_path / "k.sqlite"))
-    assert r.returncode == 2 and "--rpm must be at least 1" in r.stderr
+    with KeyStore(tmp_path / "k.sqlite") as store, pytest.raises(StillhouseError, match="--rpm must be at least 1"):
+        store.create("bob", rpm=0)
 
 
 def test_keys_cli_create_list_revoke(tmp_path):
@@ -158,8 +159,30 @@ def test_keys_cli_create_list_revoke(tmp_path):
     listed = _cli("keys", "list", "--json", "--keys", path)
     [row] = json.loads(listed.stdout)
     assert row["name"] == "carol" and row["rpm"] == 60 and row["revoked"] is None
-    assert _cli("keys", "revoke", row["id"], "--keys", path).returncode == 0
-    again = _cli("keys", "revoke", row["id"], "--keys", path)
-    assert again.returncode == 2 and "no live key" in again.stderr
     with KeyStore(path) as store:
+        assert store.lookup(secret).id == row["id"]
+        store.revoke(row["id"])
         assert store.lookup(secret) is None and store.list()[0].revoked <= time.time()
+        with pytest.raises(StillhouseError, match="no live key"):
+            store.revoke(row["id"])
+
+
+def test_upstream_faults_pass_through_or_become_502(keys, tmp_path):
+    """Fault injection with the scripted upstream: its own 429 and headers reach the client; a drop is a 502."""
+    secret = _key(keys)
+    script = {"limited": Reply(429, headers={"Retry-After": "7"}), "dropped": Reply(mode="drop")}
+    with (
+        Upstream(lambda call: script.get(call.prompt)) as up,
+        gateway_in_background(up.base_url, keys, tmp_path / "log", upstream_key="sk-upstream") as gw,
+    ):
+        client = openai.OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0)
+        assert client.chat.completions.create(model="teacher-1", messages=[{"role": "user", "content": "fine"}])
+        with pytest.raises(openai.RateLimitError) as e:
+            client.chat.completions.create(model="teacher-1", messages=[{"role": "user", "content": "limited"}])
+        assert e.value.response.headers["Retry-After"] == "7" and e.value.body["message"] == "scripted 429"
+        with pytest.raises(openai.InternalServerError) as e:
+            client.chat.completions.create(model="teacher-1", messages=[{"role": "user", "content": "dropped"}])
+        assert e.value.status_code == 502 and e.value.body["code"] == "upstream_unavailable"
+        rows = _rows(tmp_path / "log", gw)
+    assert all(c.headers["Authorization"] == "Bearer sk-upstream" for c in up.calls)  # never the client's key
+    assert [r["status"] for r in rows] == [200, 429, 502] and rows[2]["error"].startswith("upstream:")

@@ -111,9 +111,16 @@ _COLUMNS = (
 )
 
 
+def _connect() -> duckdb.DuckDBPyConnection:
+    """DuckDB without its progress bar: it writes to stdout, where `detect --json` puts its answer."""
+    con = duckdb.connect()
+    con.sql("SET enable_progress_bar = false")
+    return con
+
+
 def load(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """A log's answered model requests (authenticated, chat or completions), by time, through DuckDB."""
-    con = con or duckdb.connect()
+    con = con or _connect()
     segments, db = log_files(path)
     parts = []
     if segments:
@@ -197,7 +204,7 @@ def _robust_z(values: np.ndarray, floor: float) -> np.ndarray:
 def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     """Score every account of a log and group coordinated accounts into campaigns, with the evidence."""
     started = time.perf_counter()
-    con = duckdb.connect()
+    con = _connect()
     table = log if isinstance(log, pa.Table) else load(log, con)
     n = table.num_rows
     if n == 0:
@@ -249,7 +256,7 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
         .append_column("shared", pa.array(shared))
         .append_column("sync", pa.array(sync)),
     )
-    feats = _features(con, names)
+    feats = account_features(con, names)
     z = {f: _robust_z(feats[f], floor) for f, (_, floor) in FEATURES.items()}
     own = np.sum([np.clip(v, 0, Z_CAP) for v in z.values()], axis=0)
     own_reasons = _reasons(feats, z)
@@ -285,7 +292,7 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     return Detection(results, clusters, n, time.perf_counter() - started)
 
 
-def _features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np.ndarray]:
+def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np.ndarray]:
     """Per-account feature columns, aligned with `names`."""
     newest = con.sql("SELECT model, min(ts) AS first FROM req GROUP BY model ORDER BY first DESC LIMIT 1").fetchall()
     newest = newest[0] if newest else None

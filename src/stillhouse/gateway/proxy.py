@@ -9,6 +9,7 @@ from the answer after it has been sent, so the proxy adds no parsing to the path
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -203,14 +204,9 @@ class Gateway:
                     out_headers.update(verdict.headers)
                 streamed = upstream.content_type == "text/event-stream"
                 if streamed:
-                    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
-                    await response.prepare(request)
-                    chunks = []
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                        chunks.append(chunk)
-                    await response.write_eof()
-                    payload = b"".join(chunks)
+                    response, payload, cut = await _relay(request, upstream, out_headers)
+                    if cut:
+                        row["error"] = cut
                 else:
                     payload = await upstream.read()
                     response = web.Response(
@@ -220,11 +216,14 @@ class Gateway:
         except (aiohttp.ClientError, TimeoutError) as e:
             self._record(row, started, status=502, error=f"upstream: {type(e).__name__}")
             return _error(502, f"The upstream did not answer: {e}", "upstream_unavailable", "server_error")
+        except asyncio.CancelledError:  # the client went away before the answer was complete
+            self._record(row, started, status=499, error="client closed the request")
+            raise
         if raw:
             answer, prompt_tokens, completion_tokens = _answer(payload, streamed)
             if status >= 400:
                 row["error"] = payload[:500].decode(errors="replace")
-            else:
+            else:  # for a cut stream, what the client received before the cut
                 row["answer"] = answer
             row.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             self.limits.charge(key, (prompt_tokens or 0) + (completion_tokens or 0))
@@ -236,6 +235,23 @@ class Gateway:
         if error is not None:
             row["error"] = error
         self.log.append(row)
+
+
+async def _relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str]
+) -> tuple[web.StreamResponse, bytes, str | None]:
+    """Relay a stream chunk by chunk as it arrives; an upstream or client that drops mid-stream ends it, and says so."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    await response.prepare(request)
+    chunks: list[bytes] = []
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+            chunks.append(chunk)
+        await response.write_eof()
+    except (ConnectionResetError, aiohttp.ClientError, TimeoutError) as e:
+        return response, b"".join(chunks), f"stream cut: {type(e).__name__}"
+    return response, b"".join(chunks), None
 
 
 def _int(value: Any) -> int | None:
