@@ -281,8 +281,10 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
         reasons = list(own_reasons[i])
         cid = int(cluster_of[i])
         if cid >= 0:
-            c = clusters[cid]
-            reasons.insert(0, f"member of cluster {cid} ({len(c.accounts)} accounts, score {c.score:.1f})")
+            member_of = clusters[cid]
+            reasons.insert(
+                0, f"member of cluster {cid} ({len(member_of.accounts)} accounts, score {member_of.score:.1f})"
+            )
         score = round(float(final[i]), 3)
         features = {f: float(feats[f][i]) for f in FEATURES}
         cluster = cid if cid >= 0 else None
@@ -294,8 +296,8 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
 
 def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np.ndarray]:
     """Per-account feature columns, aligned with `names`."""
-    newest = con.sql("SELECT model, min(ts) AS first FROM req GROUP BY model ORDER BY first DESC LIMIT 1").fetchall()
-    newest = newest[0] if newest else None
+    models = con.sql("SELECT model, min(ts) AS first FROM req GROUP BY model ORDER BY first DESC LIMIT 1").fetchall()
+    newest = models[0] if models else None
     start = con.sql("SELECT min(ts) FROM req").fetchall()[0][0]
     release = newest[1] if newest and newest[1] > start + 3600 else None  # a model that appeared mid-log
     q = f"""

@@ -319,7 +319,8 @@ class _Writer:
     """Collects rows into Parquet segments of the gateway log's schema."""
 
     def __init__(self, directory: Path, segment_rows: int = 200_000):
-        self.directory, self.segment_rows, self.rows, self.written = directory, segment_rows, [], 0
+        self.directory, self.segment_rows, self.written = directory, segment_rows, 0
+        self.rows: list[dict[str, Any]] = []
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
