@@ -300,6 +300,7 @@ def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[
     newest = models[0] if models else None
     start = con.sql("SELECT min(ts) FROM req").fetchall()[0][0]
     release = newest[1] if newest and newest[1] > start + 3600 else None  # a model that appeared mid-log
+    new_model = _sql(newest[0]) if newest else ""
     q = f"""
     WITH r AS (
         SELECT *, ts - lag(ts) OVER (PARTITION BY key_id ORDER BY ts) AS gap FROM req
@@ -321,7 +322,7 @@ def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[
         avg(regexp_matches(prompt, '{_CODE}')::INT) AS coding,
         CASE WHEN count(gap) >= 3 THEN -stddev_pop(gap) / nullif(avg(gap), 0) END AS regularity,
         {
-        f"CASE WHEN min(ts) < {release} AND min(ts) FILTER (model = '{_sql(newest[0])}') < {release} + 86400 "
+        f"CASE WHEN min(ts) < {release} AND min(ts) FILTER (model = '{new_model}') < {release} + 86400 "
         "THEN 1.0 ELSE 0.0 END"
         if release
         else "0.0"
