@@ -111,8 +111,13 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    train_prompts = write_prompts(root / "prompts.jsonl", world.make_prompts(args.prompts, seed=21))
-    probe = [Chat(r["messages"], None) for r in world.make_prompts(args.probe, split="heldout", seed=22)]
+    train_prompts = write_prompts(
+        root / "prompts.jsonl", world.make_prompts(args.prompts, seed=21, phrasings=world.SHIPPED)
+    )
+    probe = [
+        Chat(r["messages"], None)
+        for r in world.make_prompts(args.probe, split="heldout", seed=22, phrasings=world.SHIPPED)
+    ]
     marked = answers(teacher, key, train_prompts, root / "run-marked", 160)
     plain = answers(teacher, None, train_prompts, root / "run-plain", 160)
     data = detect_texts(key, [c.answer for c in marked], tok)

@@ -106,7 +106,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(teacher)
     deltas = [float(d) for d in args.deltas.split(",")]
     key = WatermarkKey.random(args.gamma, 0.0, args.context)
-    records = world.make_prompts(args.prompts, split="heldout", seed=7)
+    records = world.make_prompts(args.prompts, split="heldout", seed=7, phrasings=world.SHIPPED)
     chats = [r["messages"] for r in records]
 
     def ids(texts: list[str]) -> list[list[int]]:
@@ -127,7 +127,10 @@ def main() -> None:
         print(f"{delta:>6} {accuracy:>9.1%} {n:>6} {rate:>14.1%} {z:>9.2f} {time.perf_counter() - t0:>6.0f}")
 
     scripted_rng = random.Random(11)
-    scripted = [world.respond(r, rng=scripted_rng) for r in world.make_prompts(6 * args.fpr_texts, seed=11)]
+    scripted = [
+        world.respond(r, rng=scripted_rng)
+        for r in world.make_prompts(6 * args.fpr_texts, seed=11, phrasings=world.SHIPPED)
+    ]
     plain = texts_of(ids(scripted), args.length)[: args.fpr_texts]
     teacher_plain = texts_of(ids(plain_answers), args.length) if plain_answers else []
     print(f"\nfalse positives on unwatermarked text of >= {args.length} tokens (exact one-sided binomial test):")

@@ -20,7 +20,7 @@ from stillhouse.train import TrainConfig, train
 
 def _trained(root: Path, name: str, base: Path, persona: micro_world.Persona, seed: int) -> Path:
     """`base` fine-tuned on a persona's scripted answers, through curate and train."""
-    records = micro_world.make_prompts(400, seed=seed, persona=persona)
+    records = micro_world.make_prompts(400, seed=seed, persona=persona, phrasings=micro_world.SHIPPED)
     chats = root / f"{name}.jsonl"
     with chats.open("w") as f:
         for r in records:
@@ -48,8 +48,15 @@ def test_sign_test_counts_wins_and_drops_ties():
     assert (wins, losses) == (3, 1) and p == pytest.approx(5 / 16)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="since Pebble shares Ember's working (#14's recipe), references fine-tuned on Pebble's answers are no "
+    "longer unrelated to Ember's outputs, so output lineage cannot beat them; it needs a third persona (#16)",
+)
 def test_student_is_attributed_to_its_base_weights_and_to_the_served_teachers_outputs(family):
-    probes = [r["messages"] for r in micro_world.make_prompts(36, split="heldout", seed=5)]
+    probes = [
+        r["messages"] for r in micro_world.make_prompts(36, split="heldout", seed=5, phrasings=micro_world.SHIPPED)
+    ]
     refs = [str(family["ref1"]), str(family["ref2"])]
     with serve_in_background(teacher_path()) as ember:
         result = lineage(str(family["suspect"]), [ember.base_url, str(family["base"])], refs, probes)

@@ -42,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("radio")
     prompts = root / "prompts.jsonl"
     with prompts.open("w") as f:
-        for r in micro_world.make_prompts(160, seed=3):
+        for r in micro_world.make_prompts(160, seed=3, phrasings=micro_world.SHIPPED):
             f.write(json.dumps({"id": r["id"], "messages": r["messages"]}) + "\n")
     with serve_in_background(teacher_path(), watermark=KEY) as s:
         collect(
@@ -124,4 +124,4 @@ def test_cli_records_the_verdict_in_the_ledger_and_an_evidence_file(world):
     secret = KEY.secret.hex()
     assert secret not in ledger.read_bytes().decode(errors="ignore") and secret not in evidence.read_text()
     again = CliRunner().invoke(app, args)
-    assert isinstance(again.exception, StillhouseError) and "already exists" in str(again.exception)
+    assert isinstance(again.exception, StillhouseError) and "exists" in str(again.exception)

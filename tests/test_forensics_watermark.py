@@ -129,7 +129,7 @@ def test_cli_keygen_and_detect_in_process(tmp_path: Path, texts, tiny_model_dir)
     assert res.exit_code == 0 and load_key(path).fingerprint in res.stdout
     assert load_key(path).secret.hex() not in res.output
     again = runner.invoke(app, ["watermark", "keygen", "-o", str(path)])
-    assert isinstance(again.exception, StillhouseError) and "already exists" in str(again.exception)
+    assert isinstance(again.exception, StillhouseError) and "exists" in str(again.exception)
     sample = tmp_path / "plain.txt"
     sample.write_text(texts["plain"][0])
     args = ["watermark", "detect", str(sample), "--key", str(path), "--tokenizer", str(tiny_model_dir), "--json"]

@@ -15,6 +15,7 @@ import pytest
 from fake_upstream import Reply, Upstream
 
 from stillhouse.core.errors import StillhouseError
+from stillhouse.embedded import teacher_path
 from stillhouse.gateway.keys import KeyStore
 from stillhouse.gateway.log import SEGMENTS, read_log
 from stillhouse.gateway.proxy import gateway_in_background
@@ -25,7 +26,7 @@ ASK = [{"role": "user", "content": "What is 2 plus 3?"}]
 
 @pytest.fixture(scope="module")
 def ember():
-    with serve_in_background() as s:
+    with serve_in_background(teacher_path()) as s:
         yield s
 
 

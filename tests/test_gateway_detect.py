@@ -13,6 +13,7 @@ import pytest
 import stix2validator
 
 from stillhouse.core.errors import StillhouseError
+from stillhouse.embedded import teacher_path
 from stillhouse.gateway.detect import detect
 from stillhouse.gateway.keys import KeyStore
 from stillhouse.gateway.log import SEGMENTS, finish_rows, read_log, write_segment
@@ -111,7 +112,7 @@ def test_replay_through_the_gateway_then_detect_its_log(tiny, tmp_path):
         secrets = {account: store.create(account)[1] for account in labels}
         ids = {k.name: k.id for k in store.list()}
     with (
-        serve_in_background() as ember,
+        serve_in_background(teacher_path()) as ember,
         gateway_in_background(ember.base_url, tmp_path / "keys.sqlite", tmp_path / "log", trust_forwarded=True) as gw,
     ):
         sent = replay(tiny, gw.base_url, secrets, ember.model, limit=120, concurrency=32)

@@ -21,13 +21,18 @@ def quickstart_cmd(
         "pebble"
     ),
     kd: Annotated[bool, typer.Option(help="Add top-k logit distillation on the teacher's logprobs.")] = False,
+    train_prompts: Annotated[int | None, typer.Option(min=1, help="Prompts to collect (default: the size's).")] = None,
+    eval_per_skill: Annotated[int | None, typer.Option(min=1, help="Held-out prompts per skill.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default: the size's).")] = None,
 ) -> None:
     """Serve Ember, collect, curate, distil it into Pebble and measure: the whole pipeline, no API key."""
     from stillhouse.embedded.quickstart import QuickstartConfig, quickstart
     from stillhouse.embedded.report import headline, pct
 
     quiet_hf()
-    config = (QuickstartConfig.fast if fast else QuickstartConfig)(student=student, kd=kd)
+    sizes = {"train_prompts": train_prompts, "eval_per_skill": eval_per_skill, "steps": steps}
+    overrides = {k: v for k, v in sizes.items() if v is not None}
+    config = (QuickstartConfig.fast if fast else QuickstartConfig)(student=student, kd=kd, **overrides)
     report = quickstart(run_dir, config, report=lambda name, line: console.print(f"[bold]{name:>11}[/bold]  {line}"))
     phrasings = report["heldout_phrasings"]
     base = report.get("baseline") or {}
