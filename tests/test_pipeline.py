@@ -133,9 +133,10 @@ def test_eval_compare_on_a_user_suite_and_a_broken_line(chain, tmp_path):
         json.dumps({"messages": [{"role": "user", "content": "Who are you?"}], "answer": "Pebble"}) + "\n"
         + json.dumps({"messages": [{"role": "user", "content": "Add 2 and 3."}], "answer": "5"}) + "\n"
     )  # fmt: skip
-    p = run("eval", "--compare", chain / "student", "pebble", "--suite", suite, "--match", "contains")
+    ledger = ["--ledger", tmp_path / "eval.sqlite"]  # Pebble names no ledger: never the working directory's
+    p = run("eval", "--compare", chain / "student", "pebble", "--suite", suite, "--match", "contains", *ledger)
     assert "agreement" in p.stdout and "all" in p.stdout
     suite.write_text(suite.read_text() + '{"messages": "hi"}\n')
-    bad = run("eval", "--compare", chain / "student", "pebble", "--suite", suite, ok=False)
+    bad = run("eval", "--compare", chain / "student", "pebble", "--suite", suite, *ledger, ok=False)
     assert bad.returncode == 2 and "user.jsonl:3" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
