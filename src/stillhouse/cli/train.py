@@ -10,7 +10,7 @@ import typer
 from stillhouse.cli.app import app, out, quiet_hf
 from stillhouse.cli.options import config_options
 from stillhouse.embedded import STUDENT_NAME, resolve_student
-from stillhouse.train import TrainConfig, train
+from stillhouse.train import TrainConfig
 
 
 @app.command("train")
@@ -29,6 +29,8 @@ def train_cmd(
     unless --tokenizer says otherwise."""
     quiet_hf()
     student, tokenizer = resolve_student(config.student, config.tokenizer)
+    from stillhouse.train import train
+
     r = train(dataset, output, config.model_copy(update={"student": student, "tokenizer": tokenizer}), ledger=ledger)
     resumed = f", resumed at step {r.resumed_from}" if r.resumed_from is not None else ""
     val = f", validation loss {r.val_loss:.4f}" if r.val_loss is not None else ""

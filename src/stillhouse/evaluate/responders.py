@@ -8,13 +8,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from stillhouse.core import aio
 from stillhouse.core.client import Client, RequestError, api_key, check_base_url, public_url
 from stillhouse.core.errors import StillhouseError
-from stillhouse.serve.generate import greedy
 
 Chat = list[dict[str, str]]
 
@@ -26,9 +22,12 @@ class Responder(Protocol):
 
 
 class LocalModel:
-    """A model directory, answered here with batched greedy generation."""
+    """A model directory, answered here with batched greedy generation (torch loads only when one is asked for)."""
 
     def __init__(self, path: str | Path, batch_size: int = 32, max_new_tokens: int = 192):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         self.path, self.name = Path(path), str(path)
         if not (self.path / "config.json").is_file():
             raise StillhouseError(f"{self.path} is not a model directory (no config.json)")
@@ -48,6 +47,8 @@ class LocalModel:
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def respond(self, chats: Sequence[Chat]) -> list[str]:
+        from stillhouse.serve.generate import greedy
+
         return greedy(self.model, self.tok, chats, self.max_new_tokens, self.batch_size)
 
 
