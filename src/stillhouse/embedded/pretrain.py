@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -64,7 +66,8 @@ def pretrain(
     """AdamW on `persona`'s chats until `config.steps`, resuming from the last checkpoint in `checkpoints`.
 
     A checkpoint (model, optimizer, scheduler, RNG; the step, tokens and losses) is written every
-    `checkpoint_minutes` and when `stop_after_minutes` of this session are up, so a run can span sessions.
+    `checkpoint_minutes`, when `stop_after_minutes` of this session are up, and on Ctrl-C or SIGTERM (after
+    the step in flight), so a run can span sessions and stopping one early loses nothing.
     Returns the state: {"step", "tokens", "losses", "minutes"} (minutes summed over sessions)."""
     acc = Accelerator(**device_settings())
     fingerprint = hashlib.sha256(
@@ -91,6 +94,10 @@ def pretrain(
 
     started = last_save = time.time()
     minutes_before, tokens_before = state["minutes"], state["tokens"]
+    interrupted = threading.Event()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, lambda *_: interrupted.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     model.train()
     while state["step"] < config.steps:
         chats = training_chats(persona, f"{config.seed}:{state['step']}", config.batch_size, phrasings)
@@ -114,12 +121,14 @@ def pretrain(
                 f"{elapsed / 60:.1f} min",
                 flush=True,
             )
-        out_of_time = stop_after_minutes is not None and elapsed > 60 * stop_after_minutes
+        out_of_time = interrupted.is_set() or (stop_after_minutes is not None and elapsed > 60 * stop_after_minutes)
         if out_of_time or time.time() - last_save > 60 * checkpoint_minutes:
             save()
             last_save = time.time()
         if out_of_time:
             break
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
     return state
 
 
