@@ -2,7 +2,8 @@
 
 Per scenario (`stillhouse.gateway.simulate`), every method scores every account of the same log:
 
-- stillhouse: `stillhouse.gateway.detect` (features + accounts linked into campaigns).
+- stillhouse: `stillhouse.gateway.detect` (features + accounts linked into campaigns), with the simulated
+  billing data (accounts.jsonl: payment instruments) and, as "log only", from the request log alone.
 - PRADA (Juuti et al. 2019): per account, the minimum distance of each query to the account's earlier ones;
   the Shapiro-Wilk W of those distances (score 1 - W); needs 20 queries, so smaller accounts score 0.
 - SEAT-style (Zhang et al. 2021): per account, the number of near-duplicate query pairs (cosine >= 0.8).
@@ -33,7 +34,8 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-from stillhouse.gateway.detect import detect, load
+from stillhouse.gateway.detect import detect, load, read_accounts
+from stillhouse.gateway.log import ACCOUNTS
 from stillhouse.gateway.simulate import SCENARIOS, read_labels, scenario, simulate
 
 _VEC = HashingVectorizer(ngram_range=(1, 2), n_features=1 << 18, alternate_sign=False, norm="l2")
@@ -93,11 +95,7 @@ def mmd(table: pa.Table, vectors, seed: int = 0) -> dict[str, float]:
     return scores
 
 
-def stillhouse(table: pa.Table, vectors) -> dict[str, float]:
-    return {a.account: a.score for a in detect(table).accounts}
-
-
-METHODS: dict[str, Callable] = {"stillhouse": stillhouse, "PRADA": prada, "SEAT-style": seat, "window MMD": mmd}
+BASELINES: dict[str, Callable] = {"PRADA": prada, "SEAT-style": seat, "window MMD": mmd}
 
 
 def _metrics(scores: dict[str, float], labels: dict[str, str | None]) -> tuple[float, float]:
@@ -124,14 +122,16 @@ def _first_detection(method: Callable, table: pa.Table, vectors, labels: dict, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", default=",".join(s for s in SCENARIOS if s not in ("tiny", "benign")))
+    parser.add_argument(
+        "--scenarios", default=",".join(s for s in SCENARIOS if s not in ("tiny", "benign", "volume"))
+    )  # volume: bench/detect_scale.py
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/stillhouse-bench-detect"))
     parser.add_argument("--fractions", default="0.05,0.1,0.25,0.5", help="log prefixes tried for first detection")
     args = parser.parse_args()
     fractions = [float(f) for f in args.fractions.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"{'scenario':<14} {'method':<11} {'AUC':>6} {'rec@0.1%':>9} {'ARI':>6} {'to detect':>10} {'s':>6}")
+    print(f"{'scenario':<14} {'method':<22} {'AUC':>6} {'rec@0.1%':>9} {'ARI':>6} {'to detect':>10} {'s':>6}")
     for name in args.scenarios.split(","):
         sc = scenario(name, scale=args.scale)
         out = args.work / f"{name}-x{args.scale:g}"
@@ -141,10 +141,16 @@ def main() -> None:
         table = load(out)
         campaign_rows = sum(labels.get(k) is not None for k in table.column("key_id").to_pylist())
         vectors = _VEC.transform([p or "" for p in table.column("prompt").to_pylist()]).tocsr()  # for the baselines
-        for method_name, method in METHODS.items():
+        billing = read_accounts(out / ACCOUNTS) if (out / ACCOUNTS).exists() else None
+        methods: dict[str, Callable] = {
+            "stillhouse": lambda t, v, a=billing: {x.account: x.score for x in detect(t, accounts=a).accounts},
+            "stillhouse (log only)": lambda t, v: {x.account: x.score for x in detect(t).accounts},
+            **BASELINES,
+        }
+        for method_name, method in methods.items():
             started = time.perf_counter()
-            if method_name == "stillhouse":
-                result = detect(table)
+            if method_name.startswith("stillhouse"):
+                result = detect(table, accounts=billing if method_name == "stillhouse" else None)
                 scores = {a.account: a.score for a in result.accounts}
                 clusters = {a: c.id for c in result.clusters for a in c.accounts}
                 keys = sorted(labels)
@@ -159,7 +165,7 @@ def main() -> None:
             if recall > 0:
                 first = _first_detection(method, table, vectors, labels, fractions) or f"{campaign_rows:,}"
             print(
-                f"{name:<14} {method_name:<11} {auc:>6.3f} {recall:>9.1%} {ari:>6} {first:>10} {seconds:>6.1f}",
+                f"{name:<14} {method_name:<22} {auc:>6.3f} {recall:>9.1%} {ari:>6} {first:>10} {seconds:>6.1f}",
                 flush=True,
             )
 

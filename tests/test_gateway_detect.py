@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import stix2validator
 
 from stillhouse.core.errors import StillhouseError
+from stillhouse.curate.hashing import HashIndex, first_seen
 from stillhouse.embedded import teacher_path
+from stillhouse.gateway import sketch
 from stillhouse.gateway.detect import detect
 from stillhouse.gateway.keys import KeyStore
-from stillhouse.gateway.log import SEGMENTS, finish_rows, read_log, write_segment
+from stillhouse.gateway.log import ACCOUNTS, SEGMENTS, finish_rows, read_log, write_segment
 from stillhouse.gateway.proxy import gateway_in_background
 from stillhouse.gateway.simulate import read_labels, replay, scenario, simulate
 from stillhouse.serve import serve_in_background
@@ -92,11 +96,39 @@ def test_a_log_with_hashes_only_gives_the_same_detection(tiny, tmp_path):
     hashed = tmp_path / "hashed"
     hashed.mkdir()
     write_segment(hashed, pa.Table.from_pylist(finish_rows(rows, "hashes")))
+    shutil.copy(tiny / ACCOUNTS, hashed / ACCOUNTS)
     [segment] = (hashed / SEGMENTS).glob("*.parquet")
     assert pq.read_table(segment, columns=["prompt"]).column(0).null_count == len(rows)
     full, hashes_only = detect(tiny), detect(hashed)
     assert {a.account for a in full.accounts if a.flagged} == {a.account for a in hashes_only.accounts if a.flagged}
     assert {frozenset(c.accounts) for c in full.clusters} == {frozenset(c.accounts) for c in hashes_only.clusters}
+
+
+def test_accounts_sharing_a_payment_instrument_are_linked_only_past_infra_min(tiny, tmp_path):
+    labels = read_labels(tiny)
+    benign = sorted(a for a, c in labels.items() if c is None)[:12]
+    billing = tmp_path / "billing.csv"
+    billing.write_text("account,payment\n" + "".join(f"{a},{'pm_shared' if a in benign else a}\n" for a in labels))
+    r = _cli("detect", str(tiny), "--json", "--accounts", str(billing))
+    assert r.returncode == 0, r.stderr
+    clusters = [c for c in json.loads(r.stdout)["clusters"] if set(benign) <= set(c["accounts"])]
+    assert len(clusters) == 1 and any("share 1 payment value," in reason for reason in clusters[0]["reasons"])
+    loose = detect(tiny, accounts=tmp_path / "billing.csv", infra_min=13)
+    assert not any(set(benign) <= set(c.accounts) for c in loose.clusters)
+    (tmp_path / "bad.csv").write_text("who,payment\nx,y\n")
+    r = _cli("detect", str(tiny), "--accounts", str(tmp_path / "bad.csv"))
+    assert r.returncode == 2 and "no 'account' column" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_linking_a_batch_matches_curates_streaming_first_seen():
+    rng = np.random.default_rng(0)
+    keys = rng.integers(1, 40, size=(5_000, sketch.BANDS)).astype(np.uint64)  # few values: long chains
+    keys[::7] = rng.integers(1 << 20, 1 << 30, size=(len(keys[::7]), sketch.BANDS)).astype(np.uint64)  # loners
+    keys += np.arange(sketch.BANDS, dtype=np.uint64) << np.uint64(32)  # a band's keys never meet another's, as salted
+    linked = first_seen(HashIndex(), keys, np.arange(len(keys)))
+    while not np.array_equal(deeper := linked[linked], linked):
+        linked = deeper
+    assert np.array_equal(sketch.link(keys), linked)
 
 
 def test_benign_traffic_alone_flags_nothing_much(tmp_path):

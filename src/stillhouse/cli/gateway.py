@@ -164,13 +164,28 @@ def detect(
     tlp: Annotated[str, typer.Option(help="TLP marking of the STIX bundle: clear, green, amber, red.")] = "amber",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --stix file.")] = False,
     top: Annotated[int, typer.Option(help="Accounts to show in the table.")] = 20,
+    accounts: Annotated[
+        Path | None,
+        typer.Option(
+            help="What billing knows of each account (JSONL, CSV or Parquet with an 'account' column, e.g. a payment "
+            "instrument's fingerprint); default: the log directory's accounts.jsonl, if any."
+        ),
+    ] = None,
+    infra_min: Annotated[
+        int | None, typer.Option(help="Accounts sharing an --accounts value before it links them [default: 10].")
+    ] = None,
 ) -> None:
     """Score accounts for extraction and group coordinated ones into campaigns, with the evidence."""
     from stillhouse.gateway.log import log_files
 
     log_files(log)  # a clear error before any work (and before the heavier imports)
     from stillhouse.gateway.detect import detect as run
+    from stillhouse.gateway.detect import read_accounts
     from stillhouse.gateway.stix import TLP, write_bundle
+
+    if infra_min is not None and infra_min < 2:
+        raise StillhouseError(f"--infra-min must be at least 2, not {infra_min}")
+    account_table = read_accounts(accounts) if accounts is not None else None
 
     if stix is not None:
         if stix.exists() and not overwrite:
@@ -180,7 +195,7 @@ def detect(
     if top < 0:
         raise StillhouseError("--top must be at least 0")
     with console.status("detecting"):
-        result = run(log)
+        result = run(log, accounts=account_table, **({} if infra_min is None else {"infra_min": infra_min}))
     if stix is not None:
         write_bundle(result, stix, overwrite=overwrite, tlp=tlp)
         console.print(f"STIX bundle written to {stix}")

@@ -28,19 +28,24 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.special import pdtrc
 
-from stillhouse.curate.hashing import HashIndex, first_seen
+from stillhouse.core.errors import StillhouseError
 from stillhouse.gateway import sketch
-from stillhouse.gateway.log import log_files, sqlite_table
+from stillhouse.gateway.log import ACCOUNTS, log_files, sqlite_table
 
 FLAG = 16.0  # flagged from this score: as unusual as four features at the cap, or a coordinated cluster
 SYNC_P = 1e-6  # a (template or network, minute) with this few expected accounts is evidence of coordination
 Z_CAP = 4.0  # one feature adds at most this much: an account is flagged on several, never on one odd habit
 CLUSTER_WEIGHT = Z_CAP / 2
 MIN_SHARED = 3  # accounts a template must reach before it links them
+INFRA_MIN = 10  # accounts on one payment instrument (or other account field) before it links them: past a family's
 _COT = r"(?i)step by step|chain of thought|reasoning|think carefully|show (your|every) (work|step)|<thinking>"
 _CODE = r"(?i)\b(python|javascript|typescript|rust|golang|java|c\+\+|kotlin|sql|bash|function|code|repository)\b"
 # feature, how it is described, and the smallest difference worth a unit of z (so a feature almost every
@@ -92,6 +97,7 @@ class Detection:
     clusters: list[ClusterResult]
     rows: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: where the time of a large log goes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +121,7 @@ def _connect() -> duckdb.DuckDBPyConnection:
     """DuckDB without its progress bar: it writes to stdout, where `detect --json` puts its answer."""
     con = duckdb.connect()
     con.sql("SET enable_progress_bar = false")
+    con.sql("SET arrow_large_buffer_size = true")  # large_string: a column of millions of prompts passes 2 GB
     return con
 
 
@@ -137,33 +144,48 @@ def load(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> pa.T
     return con.sql(f"SELECT {_COLUMNS} FROM ({query}) WHERE {where} ORDER BY ts").to_arrow_table()
 
 
-def templates(table: pa.Table) -> np.ndarray:
-    """Each request's template: the earliest request it is linked to through LSH buckets (-1 for none)."""
-    prompts = table.column("prompt").to_pylist()
-    blobs = table.column("sketch").to_pylist()
-    has_text = np.fromiter((p is not None for p in prompts), bool, len(prompts))
-    has_sketch = np.fromiter((b is not None for b in blobs), bool, len(blobs)) & ~has_text
-    signatures = np.zeros((len(prompts), sketch.NUM_PERM), np.uint32)
-    signatures[has_text] = sketch.sketches([p for p in prompts if p is not None])
-    signatures[has_sketch] = sketch.from_bytes([b for b, s in zip(blobs, has_sketch, strict=True) if s])
+def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of a column's values (-1 for null) and the distinct values they index, by Arrow's hash table."""
+    encoded = pc.dictionary_encode(column)
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    if not chunks:
+        return np.empty(0, np.int64), pa.array([], column.type)
+    codes = [pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks]
+    return np.concatenate(codes), chunks[0].dictionary  # chunks of one encoding share its dictionary
+
+
+def _first_rows(codes: np.ndarray, count: int) -> np.ndarray:
+    """The first row holding each of `count` codes (codes < 0 are ignored)."""
+    first = np.full(count, len(codes), np.int64)
+    valid = np.flatnonzero(codes >= 0)
+    np.minimum.at(first, codes[valid], valid)
+    return first
+
+
+def templates(texts: pa.ChunkedArray, blobs: pa.ChunkedArray, first: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Each request's template (-1 for none): the root of its distinct prompt through LSH buckets.
+
+    `texts`, `blobs` and `first` hold each distinct prompt's text (null in a log kept as hashes), stored
+    sketch and first request; `codes` gives each request's distinct prompt (-1 for none). Each distinct
+    prompt is hashed once, and `sketch.link` roots it at the earliest one it shares a bucket with."""
+    has_text = texts.is_valid().to_numpy(zero_copy_only=False)
+    has_sketch = blobs.is_valid().to_numpy(zero_copy_only=False) & ~has_text
+    keys = np.zeros((len(first), sketch.BANDS), np.uint64)
+    keys[has_text] = sketch.text_band_keys(texts.filter(pa.array(has_text)).to_pylist())
+    keys[has_sketch] = sketch.band_keys(sketch.from_bytes(blobs.filter(pa.array(has_sketch)).to_pylist()))
     known = np.flatnonzero(has_text | has_sketch)
-    roots = np.full(len(prompts), -1, np.int64)
+    roots = np.full(len(first) + 1, -1, np.int64)  # the extra slot answers code -1 (no prompt)
     if len(known):
-        linked = first_seen(HashIndex(), sketch.band_keys(signatures[known]), np.arange(len(known)))
-        while not np.array_equal(deeper := linked[linked], linked):  # follow chains to the first member
-            linked = deeper
-        roots[known] = known[linked]
-    return roots
+        order = known[np.argsort(first[known], kind="stable")]  # link in time order, so roots are the earliest
+        roots[order] = order[sketch.link(keys[order])]
+    return roots[codes]
 
 
-def _codes(values: list[Any]) -> np.ndarray:
-    return np.unique(np.array(values, dtype=object).astype(str), return_inverse=True)[1]
-
-
-def _network(source: str | None) -> str:
-    if not source:
-        return "?"
-    return source.rsplit(".", 1)[0] if "." in source else ":".join(source.split(":")[:4])
+def _networks(sources: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The /24 of an IPv4 address, the /64 of an IPv6 one, "?" for none."""
+    v4 = pc.replace_substring_regex(sources, pattern=r"^(\d+\.\d+\.\d+)\.\d+$", replacement=r"\1")
+    v6 = pc.replace_substring_regex(v4, pattern=r"^([^:]*:[^:]*:[^:]*:[^:]*):.*$", replacement=r"\1")
+    return pc.fill_null(pc.if_else(pc.equal(v6, ""), None, v6), "?")
 
 
 def _coordinated(entity: np.ndarray, minute: np.ndarray, account: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -201,21 +223,44 @@ def _robust_z(values: np.ndarray, floor: float) -> np.ndarray:
     return np.where(finite, np.clip((values - median) / scale, -10, 10), 0.0)
 
 
-def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
-    """Score every account of a log and group coordinated accounts into campaigns, with the evidence."""
+def detect(
+    log: str | Path | pa.Table,
+    *,
+    flag: float = FLAG,
+    accounts: str | Path | pa.Table | None = None,
+    infra_min: int = INFRA_MIN,
+) -> Detection:
+    """Score every account of a log and group coordinated accounts into campaigns, with the evidence.
+
+    `accounts` (a table or a JSONL, CSV or Parquet file with an `account` column; by default the log
+    directory's accounts.jsonl, if any) adds what the provider knows of each account beyond its traffic:
+    every other column (a payment instrument's fingerprint, a sign-up address) whose value at least
+    `infra_min` accounts share links them as shared infrastructure."""
     started = time.perf_counter()
+    if accounts is None and not isinstance(log, pa.Table) and (Path(log) / ACCOUNTS).is_file():
+        accounts = Path(log) / ACCOUNTS
+    if infra_min < 2:
+        raise StillhouseError(f"infra_min must be at least 2 (accounts sharing a value), not {infra_min}")
+    account_table = read_accounts(accounts) if isinstance(accounts, str | Path) else accounts
     con = _connect()
     table = log if isinstance(log, pa.Table) else load(log, con)
+    phases = {"load": time.perf_counter() - started}
+
+    def phase(name: str) -> None:
+        phases[name] = time.perf_counter() - started - sum(phases.values())
+
     n = table.num_rows
     if n == 0:
-        return Detection([], [], 0, time.perf_counter() - started)
+        return Detection([], [], 0, time.perf_counter() - started, phases)
     ts = table.column("ts").to_numpy()
-    keys = table.column("key_id").to_pylist()
-    names, account = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
-    network_names, network = np.unique(
-        np.array([_network(s) for s in table.column("source").to_pylist()]), return_inverse=True
-    )
-    template = templates(table)
+    account, names = _encode(table.column("key_id"))
+    network, network_names = _encode(_networks(table.column("source")))
+    prompt_codes, distinct = _encode(table.column("prompt_sha256"))
+    first = _first_rows(prompt_codes, len(distinct))  # each distinct prompt's first request
+    prompt_values = table.column("prompt").take(pa.array(first))
+    phase("encode")
+    template = templates(prompt_values, table.column("sketch").take(pa.array(first)), first, prompt_codes)
+    phase("templates")
     minute = ((ts - ts.min()) // 60).astype(np.int64)
 
     # templates: a shared one reaches MIN_SHARED accounts and is filled in, not one prompt repeated verbatim
@@ -224,24 +269,28 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     _, tpl = np.unique(tpl, return_inverse=True)
     per_tpl = np.bincount(tpl)
     accts_per_tpl = np.bincount(_pairs(tpl, account))
-    prompt_codes = _codes(table.column("prompt_sha256").to_pylist())
-    distinct_per_tpl = np.bincount(_pairs(tpl, prompt_codes))
+    distinct_per_tpl = np.bincount(_pairs(tpl, np.where(prompt_codes >= 0, prompt_codes, len(distinct))))
     shared = known & (accts_per_tpl[tpl] >= MIN_SHARED) & (distinct_per_tpl[tpl] >= 0.5 * per_tpl[tpl])
 
     # evidence of coordination, each a node linking the accounts that share it
     sync_tpl = _coordinated(tpl, minute, account, shared)
-    sync_net = _coordinated(network, minute, account, network_names[network] != "?")
+    sync_net = _coordinated(network, minute, account, network != pc.index(network_names, "?").as_py())
     tpl_net = np.unique(tpl.astype(np.int64) * (int(network.max()) + 1) + network, return_inverse=True)[1]
     accts_per_tpl_net = np.bincount(_pairs(tpl_net, account))
     infra = np.where(shared & (accts_per_tpl_net[tpl_net] >= MIN_SHARED), tpl_net, -1)
-    evidence = [sync_tpl, sync_net, infra]
+    fields = _shared_fields(account_table, names, infra_min)  # per account: the shared instrument of each field, or -1
+    on_shared = np.zeros(len(names), bool)
+    for codes in fields.values():
+        on_shared |= codes >= 0
     sync = (sync_tpl >= 0) | (sync_net >= 0)
-    linked = sync | (infra >= 0)
+    linked = sync | (infra >= 0) | on_shared[account]
 
     rows, cols, offset = [], [], len(names)
-    for ev in evidence:
+    for owner, ev in [(account, sync_tpl), (account, sync_net), (account, infra)] + [
+        (np.arange(len(names)), codes) for codes in fields.values()
+    ]:
         hit = ev >= 0
-        rows.append(account[hit])
+        rows.append(owner[hit])
         cols.append(offset + ev[hit])
         offset += int(ev.max()) + 1 if hit.any() else 0
     r, c = np.concatenate(rows), np.concatenate(cols)
@@ -249,14 +298,28 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     _, component = connected_components(graph, directed=False)
     component = component[: len(names)]
     sizes = np.bincount(component)
+    phase("link")
 
+    sources = _encode(table.column("source"))[0]
     con.register(
         "req",
-        table.select(["ts", "key_id", "source", "model", "logprobs", "prompt", "prompt_tokens", "completion_tokens"])
-        .append_column("shared", pa.array(shared))
-        .append_column("sync", pa.array(sync)),
+        pa.table(
+            {
+                "ts": table.column("ts"),
+                "account": account,
+                "source": pa.array(sources, mask=sources < 0),
+                "model": table.column("model"),
+                "logprobs": table.column("logprobs"),
+                "completion_tokens": table.column("completion_tokens"),
+                "cot": _matches(prompt_values, _COT, prompt_codes),
+                "coding": _matches(prompt_values, _CODE, prompt_codes),
+                "shared": shared,
+                "sync": sync,
+            }
+        ),
     )
-    feats = account_features(con, names)
+    feats = account_features(con, len(names))
+    phase("features")
     z = {f: _robust_z(feats[f], floor) for f, (_, floor) in FEATURES.items()}
     own = np.sum([np.clip(v, 0, Z_CAP) for v in z.values()], axis=0)
     own_reasons = _reasons(feats, z)
@@ -264,20 +327,27 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
     clusters: list[ClusterResult] = []
     final, cluster_of = own.copy(), np.full(len(names), -1)
     requests = np.bincount(account, minlength=len(names))
-    for comp in np.flatnonzero(sizes >= MIN_SHARED):
-        members = np.flatnonzero(component == comp)
-        in_c = np.isin(account, members)
-        share_sync = float(sync[in_c].mean())
+    comps = np.flatnonzero(sizes >= MIN_SHARED)
+    of_comp = np.full(len(sizes), -1)
+    of_comp[comps] = np.arange(len(comps))
+    row_group = of_comp[component][account]  # each request's candidate cluster, or -1
+    by_group = np.argsort(row_group, kind="stable")  # the requests of each, still in time order
+    bounds = np.searchsorted(row_group[by_group], np.arange(len(comps) + 1))
+    members_of = np.argsort(of_comp[component], kind="stable")
+    member_bounds = np.searchsorted(of_comp[component][members_of], np.arange(len(comps) + 1))
+    context = _Context(table, shared, sync, tpl, network, network_names, minute, fields, infra_min)
+    for g in range(len(comps)):
+        members = members_of[member_bounds[g] : member_bounds[g + 1]]
+        idx = by_group[bounds[g] : bounds[g + 1]]
         # each doubling of the accounts acting together adds half a capped feature, for the share of their traffic
         # that the linking evidence covers
-        score = float(np.median(own[members]) + CLUSTER_WEIGHT * math.log2(len(members)) * linked[in_c].mean())
+        score = float(np.median(own[members]) + CLUSTER_WEIGHT * math.log2(len(members)) * linked[idx].mean())
         cid = len(clusters)
         cluster_of[members] = cid
         final[members] = np.maximum(final[members], score)
-        clusters.append(_cluster(cid, names[members], score, share_sync, table, in_c, shared, sync, tpl, network,
-                                 network_names, minute, requests[members].sum()))  # fmt: skip
+        clusters.append(_cluster(cid, names.take(pa.array(members)).to_pylist(), members, score, idx, context))
     results = []
-    for i, name in enumerate(names):
+    for i, name in enumerate(names.to_pylist()):
         reasons = list(own_reasons[i])
         cid = int(cluster_of[i])
         if cid >= 0:
@@ -291,11 +361,12 @@ def detect(log: str | Path | pa.Table, *, flag: float = FLAG) -> Detection:
         results.append(AccountResult(str(name), score, score >= flag, cluster, reasons, int(requests[i]), features))
     results.sort(key=lambda a: -a.score)
     clusters.sort(key=lambda c: -c.score)
-    return Detection(results, clusters, n, time.perf_counter() - started)
+    phase("clusters")
+    return Detection(results, clusters, n, time.perf_counter() - started, phases)
 
 
-def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-account feature columns, aligned with `names`."""
+def account_features(con: duckdb.DuckDBPyConnection, accounts: int) -> dict[str, np.ndarray]:
+    """Per-account feature columns, indexed by the `account` codes (0..accounts-1) of the registered `req`."""
     models = con.sql("SELECT model, min(ts) AS first FROM req GROUP BY model ORDER BY first DESC LIMIT 1").fetchall()
     newest = models[0] if models else None
     start = con.sql("SELECT min(ts) FROM req").fetchall()[0][0]
@@ -303,14 +374,14 @@ def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[
     new_model = _sql(newest[0]) if newest else ""
     q = f"""
     WITH r AS (
-        SELECT *, ts - lag(ts) OVER (PARTITION BY key_id ORDER BY ts) AS gap FROM req
+        SELECT *, ts - lag(ts) OVER (PARTITION BY account ORDER BY ts) AS gap FROM req
     ), sources AS (
-        SELECT source, count(DISTINCT key_id) AS accounts FROM req GROUP BY source
+        SELECT source, count(DISTINCT account) AS accounts FROM req GROUP BY source
     ), by_source AS (
-        SELECT r.key_id, max(s.accounts) AS sharing FROM (SELECT DISTINCT key_id, source FROM req) r
-        JOIN sources s USING (source) GROUP BY r.key_id
+        SELECT r.account, max(s.accounts) AS sharing FROM (SELECT DISTINCT account, source FROM req) r
+        JOIN sources s USING (source) GROUP BY r.account
     )
-    SELECT key_id,
+    SELECT account,
         log10(count(*)) AS volume,
         avg(shared::INT) AS shared_template,
         avg(sync::INT) AS sync,
@@ -318,8 +389,8 @@ def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[
         log10(any_value(b.sharing)) AS source_sharing,
         avg(coalesce(logprobs, false)::INT) AS logprobs,
         log10(1 + avg(completion_tokens)) AS long_answers,
-        avg(regexp_matches(prompt, '{_COT}')::INT) AS cot,
-        avg(regexp_matches(prompt, '{_CODE}')::INT) AS coding,
+        avg(cot::INT) AS cot,
+        avg(coding::INT) AS coding,
         CASE WHEN count(gap) >= 3 THEN -stddev_pop(gap) / nullif(avg(gap), 0) END AS regularity,
         {
         f"CASE WHEN min(ts) < {release} AND min(ts) FILTER (model = '{new_model}') < {release} + 86400 "
@@ -327,13 +398,61 @@ def account_features(con: duckdb.DuckDBPyConnection, names: np.ndarray) -> dict[
         if release
         else "0.0"
     } AS fast_switch
-    FROM r JOIN by_source b USING (key_id)
-    GROUP BY key_id
+    FROM r LEFT JOIN by_source b USING (account)
+    GROUP BY account
     """
     df = con.sql(q).to_arrow_table()
-    order = {k: i for i, k in enumerate(df.column("key_id").to_pylist())}
-    idx = np.array([order[str(k)] for k in names])
-    return {f: df.column(f).to_numpy(zero_copy_only=False).astype(float)[idx] for f in FEATURES}
+    at = df.column("account").to_numpy()
+    out = {}
+    for f in FEATURES:
+        column = np.full(accounts, np.nan)
+        column[at] = df.column(f).to_numpy(zero_copy_only=False).astype(float)
+        out[f] = column
+    return out
+
+
+def _matches(values: pa.Array, pattern: str, codes: np.ndarray) -> pa.Array:
+    """Whether each request's prompt matches `pattern` (null where the log kept no text), tried once per distinct
+    prompt: `values` holds the distinct prompts and `codes` each request's index into them."""
+    hits = pc.match_substring_regex(values, pattern)
+    return hits.take(pa.array(codes, mask=codes < 0))
+
+
+def read_accounts(path: str | Path) -> pa.Table:
+    """What the provider knows of each account, from JSONL, CSV or Parquet with an `account` column."""
+    path = Path(path)
+    readers: dict[str, Any] = {".jsonl": pa_json.read_json, ".csv": pa_csv.read_csv, ".parquet": pq.read_table}
+    if path.suffix not in readers:
+        raise StillhouseError(f"--accounts {path}: use a .jsonl, .csv or .parquet file with an 'account' column")
+    if not path.is_file():
+        raise StillhouseError(f"--accounts {path}: no such file")
+    try:
+        table = readers[path.suffix](path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StillhouseError(f"--accounts {path} cannot be read: {str(e).splitlines()[0]}") from None
+    if "account" not in table.column_names:
+        raise StillhouseError(f"--accounts {path} has no 'account' column (it has {', '.join(table.column_names)})")
+    return table
+
+
+def _shared_fields(accounts: pa.Table | None, names: pa.Array, infra_min: int) -> dict[str, np.ndarray]:
+    """For each account field, each account's value code where at least `infra_min` accounts share that value."""
+    if accounts is None:
+        return {}
+    index = {name: i for i, name in enumerate(names.to_pylist())}
+    rows = np.array([index.get(str(a), -1) for a in accounts.column("account").to_pylist()], np.int64)
+    out = {}
+    for name in accounts.column_names:
+        if name == "account":
+            continue
+        codes, values = _encode(accounts.column(name).cast(pa.string()))
+        holders = np.bincount(codes[codes >= 0], minlength=len(values))
+        keep = (codes >= 0) & (rows >= 0)
+        keep[keep] &= holders[codes[keep]] >= infra_min
+        column = np.full(len(names), -1, np.int64)
+        column[rows[keep]] = codes[keep]
+        out[name] = column
+    return out
 
 
 def _sql(text: str) -> str:
@@ -348,34 +467,54 @@ def _reasons(feats: dict[str, np.ndarray], z: dict[str, np.ndarray]) -> list[lis
     return out
 
 
-def _cluster(cid: int, members: np.ndarray, score: float, share_sync: float, table: pa.Table, in_c: np.ndarray,
-             shared: np.ndarray, sync: np.ndarray, tpl: np.ndarray, network: np.ndarray, network_names: np.ndarray,
-             minute: np.ndarray, requests: int) -> ClusterResult:  # fmt: skip
-    """A cluster's evidence: its shared templates (as hashed signatures), networks, synchronised minutes."""
-    prompts = table.column("prompt")
-    blobs = table.column("sketch")
-    tpl_ids, counts = np.unique(tpl[in_c & shared], return_counts=True)
-    top = tpl_ids[np.argsort(-counts)[:10]]
+@dataclass
+class _Context:
+    """What clusters' evidence is read from: the log and the per-request arrays the detector computed."""
+
+    table: pa.Table
+    shared: np.ndarray
+    sync: np.ndarray
+    tpl: np.ndarray
+    network: np.ndarray
+    network_names: pa.Array
+    minute: np.ndarray
+    fields: dict[str, np.ndarray]
+    infra_min: int
+
+
+def _cluster(cid: int, names: list[str], members: np.ndarray, score: float, idx: np.ndarray,
+             ctx: _Context) -> ClusterResult:  # fmt: skip
+    """A cluster's evidence, from its requests `idx` (in time order): its shared templates (as hashed signatures),
+    networks, synchronised minutes and shared account fields."""
+    shared, sync, tpl = ctx.shared[idx], ctx.sync[idx], ctx.tpl[idx]
+    tpl_ids, counts = np.unique(tpl[shared], return_counts=True)
     signatures = []
-    for t in top:
-        row = int(np.flatnonzero(in_c & (tpl == t))[0])
-        text = prompts[row].as_py()
-        sig = sketch.sketches([text])[0] if text is not None else sketch.from_bytes([blobs[row].as_py()])[0]
+    for t in tpl_ids[np.argsort(-counts, kind="stable")[:10]]:
+        row = int(idx[np.argmax(tpl == t)])
+        text = ctx.table.column("prompt")[row].as_py()
+        blob = ctx.table.column("sketch")[row].as_py()
+        sig = sketch.sketches([text])[0] if text is not None else sketch.from_bytes([blob])[0]
         signatures.append(hashlib.sha256(sig.astype("<u4").tobytes()).hexdigest())
-    nets, net_counts = np.unique(network[in_c & (sync | shared)], return_counts=True)  # networks of linked requests
-    networks = [str(network_names[x]) for x in nets[np.argsort(-net_counts)[:10]]]
-    ts = table.column("ts").to_numpy()[in_c]
-    models = sorted({m for m in table.column("model").filter(pa.array(in_c)).to_pylist() if m})
-    sync_minutes = len(np.unique(minute[in_c & sync]))
-    reasons = [f"{len(members)} accounts linked by coordinated use of shared templates and source networks"]
+    nets, net_counts = np.unique(ctx.network[idx][sync | shared], return_counts=True)  # networks of linked requests
+    networks = [ctx.network_names[int(x)].as_py() for x in nets[np.argsort(-net_counts, kind="stable")[:10]]]
+    ts = ctx.table.column("ts").take(pa.array(idx)).to_numpy()
+    models = sorted(m for m in ctx.table.column("model").take(pa.array(idx)).unique().to_pylist() if m)
+    sync_minutes = len(np.unique(ctx.minute[idx][sync]))
+    reasons = [f"{len(names)} accounts linked by coordinated use of shared templates, source networks or accounts' "
+               "infrastructure"]  # fmt: skip
     if sync_minutes:
         reasons.append(
-            f"{share_sync:.0%} of its {requests} requests fall in {sync_minutes} minutes coordinated across accounts"
+            f"{sync.mean():.0%} of its {len(idx)} requests fall in {sync_minutes} minutes coordinated across accounts"
         )
     if len(tpl_ids):
-        share = float(shared[in_c].mean())
-        reasons.append(f"{len(tpl_ids)} templates shared across its accounts carry {share:.0%} of its requests")
+        reasons.append(f"{len(tpl_ids)} templates shared across its accounts carry {shared.mean():.0%} of its requests")
     if networks:
         reasons.append(f"coordinated traffic from {len(nets)} /24 networks, most from {networks[0]}.0/24")
-    return ClusterResult(cid, [str(m) for m in members], round(score, 3), reasons, int(requests), signatures,
-                         networks, float(ts.min()), float(ts.max()), sync_minutes, models)  # fmt: skip
+    for what, codes in ctx.fields.items():
+        held = codes[members]
+        values = len(np.unique(held[held >= 0]))
+        if values:
+            reasons.append(f"{int((held >= 0).sum())} of its accounts share {values} {what} value{'s' * (values > 1)}, "
+                           f"each on at least {ctx.infra_min} accounts")  # fmt: skip
+    return ClusterResult(cid, names, round(score, 3), reasons, len(idx), signatures, networks, float(ts.min()),
+                         float(ts.max()), sync_minutes, models)  # fmt: skip

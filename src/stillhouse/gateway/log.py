@@ -28,6 +28,7 @@ from stillhouse.gateway import sketch
 Retention = Literal["full", "hashes"]
 DB_FILE = "requests.sqlite"
 SEGMENTS = "segments"
+ACCOUNTS = "accounts.jsonl"  # optional: what billing knows of each account (payment instrument...), for the detector
 
 SCHEMA = pa.schema(
     [

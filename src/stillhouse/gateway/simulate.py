@@ -11,7 +11,8 @@ under the per-account limits, optionally mixed into genuine customers' accounts,
 model within hours of its release. Its prompts come from a few templates, from Self-Instruct-style
 diverse generation, or from chain-of-thought elicitation scaffolds.
 
-The simulator writes a log in the gateway's format plus `labels.jsonl`; it sends nothing anywhere
+The simulator writes a log in the gateway's format plus `labels.jsonl` and `accounts.jsonl` (each account's
+payment instrument, as a provider's billing would know it); it sends nothing anywhere
 (`replay` feeds a small scenario through a gateway on loopback, for tests).
 """
 
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from stillhouse.core.errors import StillhouseError
-from stillhouse.gateway.log import SCHEMA, finish_rows, write_segment
+from stillhouse.gateway.log import ACCOUNTS, SCHEMA, finish_rows, write_segment
 
 T0 = 1_769_904_000.0  # 2026-02-01 00:00 UTC
 DAY = 86_400.0
@@ -57,6 +58,7 @@ class Scenario:
     jitter_s: float = 20.0  # spread of one wave
     benign_median: float = 6.0  # median requests per benign account over the whole period
     residential: bool = False  # each campaign account keeps one address from a large residential pool
+    accounts_per_card: int = 25  # campaign accounts paid for with one payment instrument (1: each its own)
     seed: int = 0
 
 
@@ -73,6 +75,21 @@ SCENARIOS = {
             styles=("templated", "self-instruct", "cot"),
             release_day=1.5,
             jitter_s=60.0,
+            residential=True,
+        ),
+        Scenario(
+            "volume",
+            "16M exchanges over 14 days: a campaign of 10M over 24,000 accounts (the reported scale), 1,000 genuine "
+            "accounts also carrying its traffic, among 40,000 benign accounts; for timing the detector at volume",
+            benign_accounts=40_000,
+            campaign_accounts=24_000,
+            mixed_accounts=1_000,
+            campaign_exchanges=10_000_000,
+            styles=("templated", "self-instruct", "cot"),
+            days=14.0,
+            release_day=7.0,
+            jitter_s=60.0,
+            benign_median=60.0,
             residential=True,
         ),
         Scenario(
@@ -439,6 +456,30 @@ def _proxy_addresses(sc: Scenario, rng: random.Random, accounts: list[str]) -> d
     return dict.fromkeys(accounts, pool)
 
 
+def _payments(sc: Scenario, benign: list[str], owned: list[str]) -> dict[str, str]:
+    """Each account's payment instrument (a fingerprint, as billing would give it): people pay for their own, a team
+    of 2-8 colleagues shares its company's, and the campaign pays for `accounts_per_card` accounts with each card.
+    Drawn from a stream of its own, so the traffic is the same with or without it."""
+    rng = random.Random(f"{sc.seed}:payments")
+
+    def card() -> str:
+        return f"pm_{rng.getrandbits(64):016x}"
+
+    out: dict[str, str] = {}
+    people = list(benign)
+    rng.shuffle(people)
+    while people:
+        team = rng.randint(2, 8) if rng.random() < 0.08 else 1
+        shared = card()
+        for account in people[:team]:
+            out[account] = shared
+        people = people[team:]
+    cards = [card() for _ in range(max(1, math.ceil(len(owned) / max(1, sc.accounts_per_card))))]
+    for i, account in enumerate(owned):
+        out[account] = cards[i % len(cards)]
+    return out
+
+
 def scenario(name: str, *, seed: int | None = None, scale: float = 1.0) -> Scenario:
     """A named scenario, optionally with another seed or its account counts and volume scaled."""
     if name not in SCENARIOS:
@@ -492,6 +533,10 @@ def simulate(sc: Scenario, out: str | Path, *, overwrite: bool = False) -> dict[
             for key in sorted(benign + owned):
                 label = {"account": key, "campaign": "campaign-1" if key in campaign else None}
                 f.write(json.dumps({**label, "mixed": key in set(mixed)}) + "\n")
+        payment = _payments(sc, benign, owned)
+        with (tmp / ACCOUNTS).open("w") as f:
+            for key in sorted(benign + owned):
+                f.write(json.dumps({"account": key, "payment": payment[key]}) + "\n")
         (tmp / SCENARIO).write_text(json.dumps(asdict(sc), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)

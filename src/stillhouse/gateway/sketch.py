@@ -3,22 +3,30 @@
 Templated prompts differ in a few filled slots, so word 3-grams (not curate's 5) keep most of their
 shingles in common; 64 permutations estimate Jaccard to about +-0.06, plenty to link a template's
 instances. A log kept with hashes only stores these sketches, so detection still works without text.
+A detector over millions of prompts hashes them on every core and links them one band at a time.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from stillhouse.curate.dedup import Banding, MinHasher, lsh_params
 
 NUM_PERM = 64
 NGRAM = 3
 THRESHOLD = 0.5  # estimated Jaccard at which two prompts count as instances of one template
+CHUNK = 20_000  # texts per unit of work: bounded memory, and enough units to keep every core busy
 
 _hasher = MinHasher(NUM_PERM, NGRAM, seed=0)
 _banding = Banding(*lsh_params(THRESHOLD, NUM_PERM), seed=0)
+BANDS = _banding.bands
 
 
 def sketches(texts: Sequence[str]) -> np.ndarray:
@@ -29,6 +37,43 @@ def sketches(texts: Sequence[str]) -> np.ndarray:
 def band_keys(signatures: np.ndarray) -> np.ndarray:
     """LSH bucket keys (non-zero uint64), one column per band: sharing any means likely >= THRESHOLD."""
     return _banding.keys(signatures)
+
+
+def _text_keys(texts: Sequence[str]) -> np.ndarray:
+    return band_keys(sketches(texts))
+
+
+def text_band_keys(texts: Sequence[str], workers: int | None = None) -> np.ndarray:
+    """Band keys of many texts, CHUNK at a time, on `workers` processes (default: every core) when it pays."""
+    chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if min(workers, len(chunks)) < 2:
+        parts = [_text_keys(c) for c in chunks]
+    else:
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_text_keys, chunks))
+    return np.concatenate(parts) if parts else np.empty((0, BANDS), np.uint64)
+
+
+def first_rows(codes: np.ndarray) -> np.ndarray:
+    """Where each code first occurs, for codes numbered in order of first occurrence (Arrow's dictionary order)."""
+    running = np.maximum.accumulate(codes)
+    return np.flatnonzero(np.r_[True, codes[1:] > running[:-1]]) if len(codes) else np.empty(0, np.int64)
+
+
+def link(keys: np.ndarray) -> np.ndarray:
+    """Each row's root: the first row it reaches through shared band keys, rows taken as in time order.
+
+    One band at a time, every row points at the first row that had its key in that band (a hash
+    table's pass, in Arrow); the minimum over bands, followed to its end, joins chains of instances."""
+    root = np.arange(len(keys))
+    for band in range(keys.shape[1]):
+        codes = pc.dictionary_encode(pa.array(keys[:, band])).indices.to_numpy()
+        np.minimum(root, first_rows(codes)[codes], out=root)
+    while not np.array_equal(deeper := root[root], root):
+        root = deeper
+    return root
 
 
 def to_bytes(signatures: np.ndarray) -> list[bytes]:
