@@ -3,8 +3,8 @@
 Every request is authenticated by its bearer key (401 when missing, unknown or revoked, logged with the
 source address), admitted against the key's rpm/tpm (429 with Retry-After), and forwarded byte for byte
 to the upstream under the upstream's own key; the upstream's answer comes back with its status, and a
-stream is relayed chunk by chunk as it arrives. What the log needs (answer text, token counts) is read
-from the answer after it has been sent, so the proxy adds no parsing to the path the client waits on.
+stream is relayed chunk by chunk as it arrives. What the log and the token limits need (answer text,
+token counts) is read from the answer after it has been sent, so the client never waits on that parsing.
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ class Gateway:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
         if self.upstream_key:
             headers["Authorization"] = f"Bearer {self.upstream_key}"
-        url = self.upstream.with_path(self.upstream.path + "/" + tail).with_query(request.query)
+        url = self.upstream.with_path(self.upstream.path + "/" + tail)
+        if request.query_string:
+            url = url.with_query(request.query)
         assert self.session is not None
         try:
             async with self.session.request(request.method, url, data=raw or None, headers=headers) as upstream:
@@ -219,6 +221,12 @@ class Gateway:
         except asyncio.CancelledError:  # the client went away before the answer was complete
             self._record(row, started, status=499, error="client closed the request")
             raise
+        if not streamed:  # send it now: what follows is bookkeeping, not the client's wait
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionResetError:
+                row["error"] = "client closed the connection before the answer was sent"
         if raw:
             answer, prompt_tokens, completion_tokens = _answer(payload, streamed)
             if status >= 400:
