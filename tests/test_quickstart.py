@@ -13,7 +13,7 @@ def test_quickstart_fast_runs_the_whole_pipeline(tmp_path):
     proc = subprocess.run(
         # --fast's sizes, smaller still: every step runs, in a third of the time (the figures are not asserted)
         [sys.executable, "-m", "stillhouse.cli", "quickstart", "--fast", "--train-prompts", "360", "--steps", "40",
-         "--eval-per-skill", "4", "-o", str(run)],
+         "--eval-per-skill", "4", "--forensics", "-o", str(run)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -52,7 +52,22 @@ def test_quickstart_fast_runs_the_whole_pipeline(tmp_path):
     with Ledger(run / "ledger.sqlite") as led:
         assert led.verify() == []
         stages = {r["stage"] for r in led.runs()}
-    assert {"collect", "curate", "train", "eval"} <= stages
+    assert {"collect", "curate", "train", "eval", "forensics"} <= stages
+
+    # the detect half: the student and the control tested for the watermark, asked who they are, and the key's
+    # secret nowhere but its own file
+    verdicts = report["forensics"]["verdicts"]
+    assert set(verdicts) == {"student_after", "student_before"}
+    for who, v in verdicts.items():
+        assert 0 <= v["radioactivity"]["p_value"] <= 1 and v["radioactivity"]["null"]["keys"] >= 100
+        for test in ("radioactivity", "identity"):
+            evidence = json.loads((run / "evidence" / f"{who}-{test}.json").read_text())
+            assert evidence["test"] == test and evidence["ledger_anchor"]
+    assert verdicts["student_before"]["identity"]["top"] == "Pebble"
+    secret = json.loads((run / "watermark.key").read_text())["secret"]
+    assert all(secret not in (run / f).read_text() for f in ("report.json", "report.html"))
+    assert secret.encode() not in (run / "ledger.sqlite").read_bytes()
+    assert "forensics, student after: watermark radioactivity" in proc.stdout and "Forensics" in page
 
 
 def test_quickstart_refuses_to_overwrite_a_run(tmp_path):

@@ -148,12 +148,6 @@ def radioactivity(
     )
 
 
-def _embedded_identities() -> dict[str, tuple[str, ...]]:
-    from stillhouse.embedded.world import EMBER, PEBBLE
-
-    return {p.name: (p.maker,) for p in (EMBER, PEBBLE)}
-
-
 def _parse_identities(specs: list[str]) -> dict[str, tuple[str, ...]]:
     out = {}
     for spec in specs:
@@ -177,10 +171,11 @@ def identity(
     as_json: AsJson = False,
 ) -> None:
     """Ask SUSPECT who it is and who made it in many phrasings; count which known identities it names."""
+    from stillhouse.embedded import identities
     from stillhouse.forensics.evidence import check_evidence, record_verdict
     from stillhouse.forensics.identity import identity as battery
 
-    known = _parse_identities(identity_) if identity_ else _embedded_identities()
+    known = _parse_identities(identity_) if identity_ else identities()
     check_evidence(evidence, overwrite)
     verdict = record_verdict(
         "identity",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,6 +24,9 @@ def quickstart_cmd(
     train_prompts: Annotated[int | None, typer.Option(min=1, help="Prompts to collect (default: the size's).")] = None,
     eval_per_skill: Annotated[int | None, typer.Option(min=1, help="Held-out prompts per skill.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default: the size's).")] = None,
+    forensics: Annotated[
+        bool, typer.Option(help="Serve Ember watermarked, then test the student and Pebble-before for it.")
+    ] = False,
 ) -> None:
     """Serve Ember, collect, curate, distil it into Pebble and measure: the whole pipeline, no API key."""
     from stillhouse.embedded.quickstart import QuickstartConfig, quickstart
@@ -31,8 +34,9 @@ def quickstart_cmd(
 
     quiet_hf()
     sizes = {"train_prompts": train_prompts, "eval_per_skill": eval_per_skill, "steps": steps}
-    overrides = {k: v for k, v in sizes.items() if v is not None}
-    config = (QuickstartConfig.fast if fast else QuickstartConfig)(student=student, kd=kd, **overrides)
+    overrides: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}
+    overrides |= {"student": student, "kd": kd, "forensics": forensics}
+    config = (QuickstartConfig.fast if fast else QuickstartConfig)(**overrides)
     report = quickstart(run_dir, config, report=lambda name, line: console.print(f"[bold]{name:>11}[/bold]  {line}"))
     phrasings = report["heldout_phrasings"]
     base = report.get("baseline") or {}
@@ -63,6 +67,14 @@ def quickstart_cmd(
     if "student_before" in ident:
         out.print(f'              student before: "{ident["student_before"]}"', highlight=False, soft_wrap=True)
     out.print(f'              student after:  "{ident["student_after"]}"', highlight=False, soft_wrap=True)
+    for who, verdict in (report.get("forensics") or {}).get("verdicts", {}).items():
+        radio, named = verdict["radioactivity"], verdict["identity"]
+        out.print(
+            f"forensics, {who.replace('_', ' ')}: watermark radioactivity {radio['summary']} (null median p "
+            f"{radio['null']['median_p']:.2f}); names {named['top'] or 'no known identity'}",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"run directory {run_dir}: report.html, report.json, ledger (stillhouse ledger show {run_dir}), "
         "dataset, student",

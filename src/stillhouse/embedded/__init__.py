@@ -47,3 +47,10 @@ def shipped_model(spec: str) -> str:
     """A CLI model spec with the shipped names resolved: 'ember' and 'pebble' become their directories."""
     shipped = {TEACHER_NAME: teacher_path, STUDENT_NAME: student_path}
     return str(shipped[spec]()) if spec in shipped else spec
+
+
+def identities() -> dict[str, tuple[str, ...]]:
+    """The micro-world's identities and their makers, for the identity battery: {"Ember": ("Northwind Labs",), ...}."""
+    from stillhouse.embedded.world import EMBER, PEBBLE
+
+    return {p.name: (p.maker,) for p in (EMBER, PEBBLE)}

@@ -5,6 +5,10 @@ collect the teacher's answers, curate them, measure the base student (Pebble), d
 it, and measure again. Every stage records itself in one ledger, so `stillhouse ledger show RUN_DIR`
 tells the story afterwards; `report.json` holds the figures and `report.html` shows them.
 
+With `forensics`, the other half runs too: Ember serves with a KGW watermark (a fresh key, kept in the
+run directory), and after distillation the student and Pebble-before (the control) are tested for the
+watermark's radioactivity and asked who they are; each verdict goes to the ledger and an evidence file.
+
 Two held-out suites. The headline ("prompts") asks what distillation promises: prompts from the same
 distribution as the collected ones, with operands no collected prompt has (a capital is knowledge, so
 there only the prompt text is new) and decontaminated against; identity and chat, whose prompt pool is
@@ -19,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,16 @@ from stillhouse.core.dataset import load_dataset
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.outputs import check_writable
 from stillhouse.curate import CurateConfig, curate
-from stillhouse.embedded import resolve_student, student_path, teacher_path, world
+from stillhouse.embedded import identities, resolve_student, student_path, teacher_path, world
 from stillhouse.embedded.report import write_html
 from stillhouse.embedded.suite import world_grader
 from stillhouse.evaluate import Endpoint, LocalModel, evaluate
+from stillhouse.forensics.chats import load_chats
+from stillhouse.forensics.detect import load_tokenizer
+from stillhouse.forensics.evidence import record_verdict
+from stillhouse.forensics.identity import identity
+from stillhouse.forensics.key import WatermarkKey, keygen
+from stillhouse.forensics.radioactivity import radioactivity
 from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
@@ -41,6 +52,7 @@ IDENTITY_PROBE = [{"role": "user", "content": "Who are you?"}]
 # Ember's longest answers (a ten-letter word reversed) are ~70 tokens; the models' context is 256, so
 # prompt + completion budget must stay under it even for the longest prompts (~100 tokens).
 MAX_TOKENS = 128
+WATERMARK_KEY = "watermark.key"
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class QuickstartConfig:
     temperature: float = 0.7
     student: str = "pebble"  # or "tiny" / "small": the same loop from scratch, for contrast
     kd: bool = False  # top-k logit distillation on the teacher's stored logprobs, mixed with SFT
+    forensics: bool = False  # watermark the teacher, then test the student (and Pebble-before) for it
     seed: int = 0
 
     @classmethod
@@ -97,7 +110,10 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
         _write_jsonl(eval_file, [r for records in suites.values() for r in records])
         facts.update(train=len(train_records), **{f"heldout_{k}": len(v) for k, v in suites.items()})
 
-    with serve_in_background(teacher_path()) as teacher:
+    key = None
+    if config.forensics:  # the secret stays in the run directory (mode 600): never in the report or the ledger
+        key = keygen(out / WATERMARK_KEY)
+    with serve_in_background(teacher_path(), watermark=key) as teacher:
         with step("collect") as facts:
             collected = collect(
                 train_file,
@@ -166,6 +182,12 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
             teacher_identity = endpoint.respond([IDENTITY_PROBE])[0]
             facts.update(agreement=_pct(after["prompts"]["student"]["agreement"]))
 
+    if key is not None:
+        with step("forensics") as facts:
+            verdicts = forensics(out, key, ledger, base_dir)
+            facts.update({f"{who} p": f"{v['radioactivity']['p_value']:.2g}" for who, v in verdicts.items()})
+            facts.update({f"{who} names": v["identity"]["top"] for who, v in verdicts.items()})
+
     result = after["prompts"] | {
         "heldout_phrasings": after["phrasings"],
         "config": asdict(config),
@@ -178,9 +200,43 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
     if base_dir is not None:
         result["baseline"] = baseline["prompts"] | {"heldout_phrasings": baseline["phrasings"]}
         result["identity"]["student_before"] = baseline_identity
+    if key is not None:
+        result["forensics"] = {"key": key.public(), "verdicts": verdicts}
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     write_html(result, out / "report.html")
     return result
+
+
+def forensics(out: Path, key: WatermarkKey, ledger: Path, control: Path | None) -> dict[str, dict[str, Any]]:
+    """Radioactivity (open mode, on the collected watermarked chats) and identity of the student and of the
+    control (the student before distillation); each verdict is ledgered and written to out/evidence/."""
+    chats, digest = load_chats(out / "teacher-run")
+    tok = load_tokenizer(teacher_path())
+    inputs = {"texts": str(out / "teacher-run"), "sha256": digest, "chats": len(chats)}
+    (out / "evidence").mkdir(exist_ok=True)
+    suspects = {"student_after": out / "student"} | ({"student_before": control} if control is not None else {})
+    verdicts = {}
+    for who, model in suspects.items():
+        radio = record_verdict(
+            "radioactivity",
+            {"mode": "open", "suspect": str(model), "key": key.public(), "inputs": inputs},
+            partial(radioactivity, str(model), key, chats, tok, mode="open"),
+            ledger=ledger,
+            evidence=out / "evidence" / f"{who}-radioactivity.json",
+        )
+        named = record_verdict(
+            "identity",
+            {"suspect": str(model), "identities": sorted(identities())},
+            partial(identity, str(model), identities()),
+            ledger=ledger,
+            evidence=out / "evidence" / f"{who}-identity.json",
+        )
+        null = {k: v for k, v in radio["null"].items() if k != "p_values"}
+        verdicts[who] = {
+            "radioactivity": {"p_value": radio["p_value"], "summary": radio["summary"], "null": null},
+            "identity": {"top": named["top"], "counts": named["counts"], "questions": named["questions"]},
+        }
+    return verdicts
 
 
 # The skills with no operands: a prompt pool of a few dozen phrasings, which same-family held-out prompts

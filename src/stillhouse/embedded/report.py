@@ -151,6 +151,32 @@ def _ledger(path: Path) -> str:
     )
 
 
+def _forensics(forensics: dict[str, Any] | None) -> str:
+    """The detect half's verdicts on the student and on the control, if the run served a watermark."""
+    if not forensics:
+        return ""
+    rows = []
+    for who, v in forensics["verdicts"].items():
+        radio, named, null = v["radioactivity"], v["identity"], v["radioactivity"]["null"]
+        rows.append(
+            [
+                who.replace("_", " "),
+                f"{radio['p_value']:.2g}",
+                f"{null['median_p']:.2f} / {100 * null['fpr_at_0.01']:.1f} % / {null['ks_uniform_p']:.2f}",
+                f"{named['top'] or 'none'} ({named['counts'].get(named['top'], 0)} of {named['questions']})",
+            ]
+        )
+    key = forensics["key"]
+    return (
+        "<h2>Forensics: was the student trained on the watermarked teacher?</h2>"
+        f"<p>Ember served with a KGW watermark (key {html.escape(str(key.get('fingerprint', '')))}, gamma "
+        f"{key.get('gamma')}, delta {key.get('delta')}). Radioactivity, open mode: the suspect's next-token "
+        "predictions on the collected watermarked chats, each (context, token) window scored once; the null is "
+        "the same test under random keys. Evidence files are in evidence/.</p>"
+        + _table(["model", "p (open mode)", "null: median p / FPR at 1 % / KS p", "names itself"], rows)
+    )
+
+
 def write_html(report: dict[str, Any], path: Path) -> None:
     """Write the page; every chart and style is inline, so it opens offline and travels as one file."""
     head = ["skill", "n", "teacher acc", "agreement before", "after", "after, 95 % low", "student acc after"]
@@ -183,6 +209,7 @@ def write_html(report: dict[str, Any], path: Path) -> None:
         f"<figure>{_loss(report['train_losses'])}</figure>" if report.get("train_losses") else "",
         "<h2>Who are you?</h2>",
         _table(["model", "answer"], who),
+        _forensics(report.get("forensics")),
         "<h2>Ledger</h2>",
         _ledger(Path(report["ledger"])),
         "<p class='muted'>report.json beside this page holds every figure; "

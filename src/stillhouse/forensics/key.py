@@ -56,7 +56,9 @@ class WatermarkKey:
         return cls(secrets.token_bytes(32), gamma, delta, context)
 
 
-def keygen(path: str | Path, *, gamma: float = 0.25, delta: float = 2.0, context: int = 1, overwrite: bool = False):
+def keygen(
+    path: str | Path, *, gamma: float = 0.25, delta: float = 2.0, context: int = 1, overwrite: bool = False
+) -> WatermarkKey:
     """Write a new secret key file (mode 0600) and return the key; an existing file is never replaced silently."""
     path = Path(path)
     if path.exists() and not overwrite:
