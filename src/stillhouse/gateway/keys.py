@@ -46,6 +46,9 @@ class Key:
     revoked: float | None = None
 
 
+RELOAD_S = 0.1  # how stale a running gateway's view of the keys file may be
+
+
 def key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -61,7 +64,7 @@ class KeyStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
-        self._version = -1
+        self._version, self._checked = -1, 0.0
         self._by_hash: dict[str, Key] = {}
 
     def close(self) -> None:
@@ -105,8 +108,14 @@ class KeyStore:
         return live[0]
 
     def lookup(self, secret: str) -> Key | None:
-        """The live key this secret belongs to, or None; reloads when any process changed the file."""
-        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        """The live key this secret belongs to, or None. Another process's change (a revocation) is seen within
+        RELOAD_S: asking SQLite on every request would cost more than the rest of the lookup."""
+        now = time.monotonic()
+        if self._version == -1 or now - self._checked > RELOAD_S:
+            self._checked = now
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        else:
+            version = self._version
         if version != self._version:
             self._version = version
             rows = self.db.execute("SELECT hash, id, name, shown, rpm, tpm, created FROM keys WHERE revoked IS NULL")
