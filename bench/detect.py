@@ -18,6 +18,7 @@ passes that threshold, replaying the log's prefixes.
 
     PYTHONPATH=src nice -n 10 python bench/detect.py                       # every scenario, ~20 min on 2 cores
     PYTHONPATH=src python bench/detect.py --scenarios single,split-100 --scale 0.5
+    PYTHONPATH=src python bench/detect.py --methods "stillhouse,stillhouse (log only)"
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/stillhouse-bench-detect"))
     parser.add_argument("--fractions", default="0.05,0.1,0.25,0.5", help="log prefixes tried for first detection")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     args = parser.parse_args()
     fractions = [float(f) for f in args.fractions.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -148,6 +150,8 @@ def main() -> None:
             **BASELINES,
         }
         for method_name, method in methods.items():
+            if args.methods and method_name not in args.methods.split(","):
+                continue
             started = time.perf_counter()
             if method_name.startswith("stillhouse"):
                 result = detect(table, accounts=billing if method_name == "stillhouse" else None)

@@ -125,10 +125,10 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def load(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+def load(path: str | Path) -> pa.Table:
     """A log's answered model requests (authenticated, chat or completions), by time, through DuckDB."""
-    con = con or _connect()
     segments, db = log_files(path)
+    con = _connect()
     parts = []
     if segments:
         files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in segments)
@@ -141,7 +141,10 @@ def load(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> pa.T
         parts.append(f"SELECT {_COLUMNS}, endpoint FROM fresh_rows")
     query = " UNION ALL ".join(parts)
     where = "key_id IS NOT NULL AND endpoint IN ('chat', 'completions') AND status < 500 AND status <> 429"
-    return con.sql(f"SELECT {_COLUMNS} FROM ({query}) WHERE {where} ORDER BY ts").to_arrow_table()
+    try:
+        return con.sql(f"SELECT {_COLUMNS} FROM ({query}) WHERE {where} ORDER BY ts").to_arrow_table()
+    finally:
+        con.close()
 
 
 def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -170,14 +173,19 @@ def templates(texts: pa.ChunkedArray, blobs: pa.ChunkedArray, first: np.ndarray,
     prompt is hashed once, and `sketch.link` roots it at the earliest one it shares a bucket with."""
     has_text = texts.is_valid().to_numpy(zero_copy_only=False)
     has_sketch = blobs.is_valid().to_numpy(zero_copy_only=False) & ~has_text
-    keys = np.zeros((len(first), sketch.BANDS), np.uint64)
-    keys[has_text] = sketch.text_band_keys(texts.filter(pa.array(has_text)).to_pylist())
-    keys[has_sketch] = sketch.band_keys(sketch.from_bytes(blobs.filter(pa.array(has_sketch)).to_pylist()))
+    if has_text.all():  # the common case, without a second copy of millions of keys
+        keys = sketch.text_band_keys(texts.cast(pa.large_string()).combine_chunks())
+    else:
+        keys = np.zeros((len(first), sketch.BANDS), np.uint64)
+        with_text = texts.filter(pa.array(has_text)).cast(pa.large_string()).combine_chunks()
+        keys[has_text] = sketch.text_band_keys(with_text)
+        keys[has_sketch] = sketch.band_keys(sketch.from_bytes(blobs.filter(pa.array(has_sketch)).to_pylist()))
     known = np.flatnonzero(has_text | has_sketch)
     roots = np.full(len(first) + 1, -1, np.int64)  # the extra slot answers code -1 (no prompt)
     if len(known):
         order = known[np.argsort(first[known], kind="stable")]  # link in time order, so roots are the earliest
-        roots[order] = order[sketch.link(keys[order])]
+        in_order = len(order) == len(keys) and bool((order == np.arange(len(keys))).all())
+        roots[order] = order[sketch.link(keys if in_order else keys[order])]
     return roots[codes]
 
 
@@ -242,8 +250,8 @@ def detect(
     if infra_min < 2:
         raise StillhouseError(f"infra_min must be at least 2 (accounts sharing a value), not {infra_min}")
     account_table = read_accounts(accounts) if isinstance(accounts, str | Path) else accounts
+    table = log if isinstance(log, pa.Table) else load(log)  # its own connection: closing it frees DuckDB's buffers
     con = _connect()
-    table = log if isinstance(log, pa.Table) else load(log, con)
     phases = {"load": time.perf_counter() - started}
 
     def phase(name: str) -> None:

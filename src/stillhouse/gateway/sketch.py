@@ -9,9 +9,9 @@ A detector over millions of prompts hashes them on every core and links them one
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 import pyarrow as pa
@@ -39,21 +39,39 @@ def band_keys(signatures: np.ndarray) -> np.ndarray:
     return _banding.keys(signatures)
 
 
-def _text_keys(texts: Sequence[str]) -> np.ndarray:
-    return band_keys(sketches(texts))
+_TEXTS: pa.Array | None = None  # the texts being hashed: a forked worker reads its chunk from here, unpickled
 
 
-def text_band_keys(texts: Sequence[str], workers: int | None = None) -> np.ndarray:
-    """Band keys of many texts, CHUNK at a time, on `workers` processes (default: every core) when it pays."""
-    chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
+def _chunk_keys(bounds: tuple[int, int]) -> np.ndarray:
+    assert _TEXTS is not None
+    lo, hi = bounds
+    return band_keys(sketches(_TEXTS.slice(lo, hi - lo).to_pylist()))
+
+
+def text_band_keys(texts: pa.Array | Sequence[str], workers: int | None = None) -> np.ndarray:
+    """Band keys of many texts, CHUNK at a time, on `workers` forked processes (default: every core) when it pays.
+
+    Workers read their chunk straight from the parent's Arrow buffers (fork shares them), so neither the
+    texts nor Python strings of them are copied for the workers: millions of prompts fit in memory."""
+    global _TEXTS
+    arrow = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.large_string())
+    bounds = [(i, min(i + CHUNK, len(arrow))) for i in range(0, len(arrow), CHUNK)]
+    out = np.empty((len(arrow), BANDS), np.uint64)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if min(workers, len(chunks)) < 2:
-        parts = [_text_keys(c) for c in chunks]
-    else:
-        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=get_context("spawn")) as pool:
-            parts = list(pool.map(_text_keys, chunks))
-    return np.concatenate(parts) if parts else np.empty((0, BANDS), np.uint64)
+    _TEXTS = arrow
+    try:
+        if min(workers, len(bounds)) < 2 or "fork" not in get_all_start_methods():
+            parts: Iterable[np.ndarray] = map(_chunk_keys, bounds)
+            for (lo, hi), part in zip(bounds, parts, strict=True):
+                out[lo:hi] = part
+        else:
+            with ProcessPoolExecutor(min(workers, len(bounds)), mp_context=get_context("fork")) as pool:
+                for (lo, hi), part in zip(bounds, pool.map(_chunk_keys, bounds), strict=True):
+                    out[lo:hi] = part
+    finally:
+        _TEXTS = None
+    return out
 
 
 def first_rows(codes: np.ndarray) -> np.ndarray:
