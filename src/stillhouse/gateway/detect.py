@@ -157,14 +157,6 @@ def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
     return np.concatenate(codes), chunks[0].dictionary  # chunks of one encoding share its dictionary
 
 
-def _first_rows(codes: np.ndarray, count: int) -> np.ndarray:
-    """The first row holding each of `count` codes (codes < 0 are ignored)."""
-    first = np.full(count, len(codes), np.int64)
-    valid = np.flatnonzero(codes >= 0)
-    np.minimum.at(first, codes[valid], valid)
-    return first
-
-
 def templates(texts: pa.ChunkedArray, blobs: pa.ChunkedArray, first: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Each request's template (-1 for none): the root of its distinct prompt through LSH buckets.
 
@@ -264,7 +256,7 @@ def detect(
     account, names = _encode(table.column("key_id"))
     network, network_names = _encode(_networks(table.column("source")))
     prompt_codes, distinct = _encode(table.column("prompt_sha256"))
-    first = _first_rows(prompt_codes, len(distinct))  # each distinct prompt's first request
+    first = sketch.first_rows(prompt_codes, len(distinct))  # each distinct prompt's first request
     prompt_values = table.column("prompt").take(pa.array(first))
     phase("encode")
     template = templates(prompt_values, table.column("sketch").take(pa.array(first)), first, prompt_codes)

@@ -9,8 +9,9 @@ A detector over millions of prompts hashes them on every core and links them one
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
@@ -48,36 +49,34 @@ def _chunk_keys(bounds: tuple[int, int]) -> np.ndarray:
     return band_keys(sketches(_TEXTS.slice(lo, hi - lo).to_pylist()))
 
 
-def text_band_keys(texts: pa.Array | Sequence[str], workers: int | None = None) -> np.ndarray:
+def text_band_keys(texts: pa.Array, workers: int | None = None) -> np.ndarray:
     """Band keys of many texts, CHUNK at a time, on `workers` forked processes (default: every core) when it pays.
 
     Workers read their chunk straight from the parent's Arrow buffers (fork shares them), so neither the
     texts nor Python strings of them are copied for the workers: millions of prompts fit in memory."""
     global _TEXTS
-    arrow = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.large_string())
-    bounds = [(i, min(i + CHUNK, len(arrow))) for i in range(0, len(arrow), CHUNK)]
-    out = np.empty((len(arrow), BANDS), np.uint64)
+    bounds = [(i, min(i + CHUNK, len(texts))) for i in range(0, len(texts), CHUNK)]
+    out = np.empty((len(texts), BANDS), np.uint64)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    _TEXTS = arrow
+    workers = min(workers, len(bounds)) if "fork" in get_all_start_methods() else 1
+    _TEXTS = texts
     try:
-        if min(workers, len(bounds)) < 2 or "fork" not in get_all_start_methods():
-            parts: Iterable[np.ndarray] = map(_chunk_keys, bounds)
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else nullcontext() as pool:
+            parts = pool.map(_chunk_keys, bounds) if pool is not None else map(_chunk_keys, bounds)
             for (lo, hi), part in zip(bounds, parts, strict=True):
                 out[lo:hi] = part
-        else:
-            with ProcessPoolExecutor(min(workers, len(bounds)), mp_context=get_context("fork")) as pool:
-                for (lo, hi), part in zip(bounds, pool.map(_chunk_keys, bounds), strict=True):
-                    out[lo:hi] = part
     finally:
         _TEXTS = None
     return out
 
 
-def first_rows(codes: np.ndarray) -> np.ndarray:
-    """Where each code first occurs, for codes numbered in order of first occurrence (Arrow's dictionary order)."""
-    running = np.maximum.accumulate(codes)
-    return np.flatnonzero(np.r_[True, codes[1:] > running[:-1]]) if len(codes) else np.empty(0, np.int64)
+def first_rows(codes: np.ndarray, count: int) -> np.ndarray:
+    """The first row holding each of `count` codes (codes < 0 are ignored)."""
+    first = np.full(count, len(codes), np.int64)
+    valid = np.flatnonzero(codes >= 0)
+    np.minimum.at(first, codes[valid], valid)
+    return first
 
 
 def link(keys: np.ndarray) -> np.ndarray:
@@ -87,8 +86,9 @@ def link(keys: np.ndarray) -> np.ndarray:
     table's pass, in Arrow); the minimum over bands, followed to its end, joins chains of instances."""
     root = np.arange(len(keys))
     for band in range(keys.shape[1]):
-        codes = pc.dictionary_encode(pa.array(keys[:, band])).indices.to_numpy()
-        np.minimum(root, first_rows(codes)[codes], out=root)
+        encoded = pc.dictionary_encode(pa.array(keys[:, band]))
+        codes = encoded.indices.to_numpy()
+        np.minimum(root, first_rows(codes, len(encoded.dictionary))[codes], out=root)
     while not np.array_equal(deeper := root[root], root):
         root = deeper
     return root
