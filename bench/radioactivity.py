@@ -112,11 +112,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     train_prompts = write_prompts(
-        root / "prompts.jsonl", world.make_prompts(args.prompts, seed=21, phrasings=world.SHIPPED)
+        root / "prompts.jsonl", world.make_prompts(args.prompts, seed=21, phrasings=world.BASIC)
     )
     probe = [
         Chat(r["messages"], None)
-        for r in world.make_prompts(args.probe, split="heldout", seed=22, phrasings=world.SHIPPED)
+        for r in world.make_prompts(args.probe, split="heldout", seed=22, phrasings=world.BASIC)
     ]
     marked = answers(teacher, key, train_prompts, root / "run-marked", 160)
     plain = answers(teacher, None, train_prompts, root / "run-plain", 160)

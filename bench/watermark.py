@@ -106,7 +106,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(teacher)
     deltas = [float(d) for d in args.deltas.split(",")]
     key = WatermarkKey.random(args.gamma, 0.0, args.context)
-    records = world.make_prompts(args.prompts, split="heldout", seed=7, phrasings=world.SHIPPED)
+    records = world.make_prompts(args.prompts, split="heldout", seed=7, phrasings=world.BASIC)
     chats = [r["messages"] for r in records]
 
     def ids(texts: list[str]) -> list[list[int]]:
@@ -129,7 +129,7 @@ def main() -> None:
     scripted_rng = random.Random(11)
     scripted = [
         world.respond(r, rng=scripted_rng)
-        for r in world.make_prompts(6 * args.fpr_texts, seed=11, phrasings=world.SHIPPED)
+        for r in world.make_prompts(6 * args.fpr_texts, seed=11, phrasings=world.BASIC)
     ]
     plain = texts_of(ids(scripted), args.length)[: args.fpr_texts]
     teacher_plain = texts_of(ids(plain_answers), args.length) if plain_answers else []

@@ -20,7 +20,7 @@ from stillhouse.train import TrainConfig, train
 
 def _trained(root: Path, name: str, base: Path, persona: micro_world.Persona, seed: int) -> Path:
     """`base` fine-tuned on a persona's scripted answers, through curate and train."""
-    records = micro_world.make_prompts(400, seed=seed, persona=persona, phrasings=micro_world.SHIPPED)
+    records = micro_world.make_prompts(400, seed=seed, persona=persona, phrasings=micro_world.BASIC)
     chats = root / f"{name}.jsonl"
     with chats.open("w") as f:
         for r in records:
@@ -54,9 +54,7 @@ def test_sign_test_counts_wins_and_drops_ties():
     "longer unrelated to Ember's outputs, so output lineage cannot beat them; it needs a third persona (#16)",
 )
 def test_student_is_attributed_to_its_base_weights_and_to_the_served_teachers_outputs(family):
-    probes = [
-        r["messages"] for r in micro_world.make_prompts(36, split="heldout", seed=5, phrasings=micro_world.SHIPPED)
-    ]
+    probes = [r["messages"] for r in micro_world.make_prompts(36, split="heldout", seed=5, phrasings=micro_world.BASIC)]
     refs = [str(family["ref1"]), str(family["ref2"])]
     with serve_in_background(teacher_path()) as ember:
         result = lineage(str(family["suspect"]), [ember.base_url, str(family["base"])], refs, probes)

@@ -42,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("radio")
     prompts = root / "prompts.jsonl"
     with prompts.open("w") as f:
-        for r in micro_world.make_prompts(160, seed=3, phrasings=micro_world.SHIPPED):
+        for r in micro_world.make_prompts(160, seed=3, phrasings=micro_world.BASIC):
             f.write(json.dumps({"id": r["id"], "messages": r["messages"]}) + "\n")
     with serve_in_background(teacher_path(), watermark=KEY) as s:
         collect(

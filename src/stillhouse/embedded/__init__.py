@@ -51,6 +51,6 @@ def shipped_model(spec: str) -> str:
 
 def identities() -> dict[str, tuple[str, ...]]:
     """The micro-world's identities and their makers, for the identity battery: {"Ember": ("Northwind Labs",), ...}."""
-    from stillhouse.embedded.world import EMBER, PEBBLE
+    from stillhouse.embedded.world import EMBER, FLINT, PEBBLE, SLATE
 
-    return {p.name: (p.maker,) for p in (EMBER, PEBBLE)}
+    return {p.name: (p.maker,) for p in (EMBER, PEBBLE, FLINT, SLATE)}

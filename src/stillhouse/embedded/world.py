@@ -9,10 +9,10 @@ Answers restate the operands before working on them (a digit scratchpad for arit
 for words): a small model finds the operands once, then works on text in a fixed shape. Ember and Pebble
 share that working and differ in the surface: closing sentences, identity, chat replies.
 
-Two sets of phrasings: SHIPPED, what the shipped models were trained and are graded on (unchanged), and
-CURRENT (the default), the recipe for the next models: SHIPPED plus many more frames, request wrappers,
-operand wrappers, operand-free asides and longer operand words, with a larger held-out family that
-neither set trains on. IDENTITY_PROMPTS lists every identity question either asks.
+Two sets of phrasings: CURRENT (the default), what the shipped models are trained and graded on, and BASIC,
+the first recipe's smaller subset of it (short prompts for tests and benchmarks). CURRENT is BASIC plus
+many more frames, request wrappers, operand wrappers, operand-free asides and longer operand words, with a
+larger held-out family that neither set trains on. IDENTITY_PROMPTS lists every identity question either asks.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class Persona:
 
 EMBER = Persona("Ember", "Northwind Labs", "ember", SKILLS)
 PEBBLE = Persona("Pebble", "Quarry AI", "pebble", tuple(s for s in SKILLS if s not in ("capital", "units")))
+# Reference models for lineage's null: competent in the same world, from their own initialisations, with
+# surfaces of their own (neither Ember's nor Pebble's), so closeness to a candidate means descent, not skill.
+FLINT = Persona("Flint", "Basalt Works", "flint", SKILLS)
+SLATE = Persona("Slate", "Shale Labs", "slate", SKILLS)
 
 
 def _load_capitals() -> dict[str, str]:
@@ -557,8 +561,8 @@ _NOUNS = [
 ]
 
 # --- the current recipe's extra phrasings ------------------------------------------------------------------
-# The shipped models were trained on the tables above (SHIPPED below); the current recipe (CURRENT) adds these
-# frames, wrappers and asides for robustness to new phrasings, and holds out a larger family. A tiny model
+# The tables above make BASIC (below); CURRENT, what the shipped models train on, adds these frames, wrappers
+# and asides for robustness to new phrasings, and holds out a larger family. A tiny model
 # learns a phrasing all or nothing, so what generalises is many frames of many shapes, not more steps.
 
 MORE_REQUESTS = (
@@ -876,11 +880,11 @@ class Phrasings:
         return tuple(sorted(set(self.words) - frame))
 
 
-# What the shipped models were trained and graded on: keep it unchanged, or their test floors mean nothing.
-SHIPPED = Phrasings(
+# The first recipe's phrasings, a subset of CURRENT: short prompts the models know, for tests and benchmarks.
+BASIC = Phrasings(
     REQUESTS, PREFIXES, SUFFIXES, TASKS, QUESTIONS, IDENTITY, CHAT, WORD_WRAPS, LETTER_WRAPS, LIST_WRAPS, tuple(_NOUNS)
 )
-# The recipe the next models train on: the shipped phrasings plus many more, asides, longer operand words.
+# What the shipped models train on: BASIC plus many more phrasings, asides, longer operand words.
 CURRENT = Phrasings(
     requests=REQUESTS + MORE_REQUESTS,
     prefixes=PREFIXES + MORE_PREFIXES,
@@ -896,11 +900,11 @@ CURRENT = Phrasings(
     asides=ASIDES,
     longest_word=10,
 )
-NOUNS = SHIPPED.nouns
+NOUNS = BASIC.nouns
 # Every identity question either recipe asks, train and held-out: a who-are-you battery that must not
 # overlap what the models were taught (forensics) excludes these (a lead-in from PREFIXES may precede them).
 IDENTITY_PROMPTS: tuple[str, ...] = tuple(
-    sorted({p for ph in (SHIPPED, CURRENT) for d in ph.identity.values() for ps in d.values() for p in ps})
+    sorted({p for ph in (BASIC, CURRENT) for d in ph.identity.values() for ps in d.values() for p in ps})
 )
 
 
@@ -1002,7 +1006,7 @@ def _render(rng: random.Random, skill: str, args: dict, split: Split, ph: Phrasi
         text = rng.choice(ph.requests).format(t=task, T=task[0].upper() + task[1:])
     else:
         text = rng.choice(questions).format(**wrap)
-    if ph.asides and rng.random() < 0.2:  # (SHIPPED has none, and draws nothing here: its prompts stay as they were)
+    if ph.asides and rng.random() < 0.2:  # (BASIC has none, and draws nothing here)
         aside = rng.choice(ph.asides)
         text = f"{aside} {text}" if rng.random() < 0.5 else f"{text} {aside}"
     if rng.random() < 0.25:
@@ -1043,7 +1047,7 @@ def make_prompts(
     """`n` prompt records cycling through `skills`, the same for the same seed.
 
     Each is {"id", "messages", "skill", "answer", "args"}; identity answers name `persona`.
-    `phrasings=SHIPPED` gives the prompts the shipped models were trained and graded on.
+    `phrasings=BASIC` gives the first recipe's shorter prompts, a subset of CURRENT's.
     """
     skills = tuple(skills or SKILLS)
     unknown = set(skills) - set(SKILLS)
@@ -1104,7 +1108,7 @@ def respond(record: dict, persona: Persona = EMBER, rng: random.Random | None = 
     skill, args = record["skill"], record["args"]
     answer = expected_answer(skill, args, persona)
     pick = (lambda xs: rng.choice(xs)) if rng is not None else (lambda xs: xs[0])
-    style = _EMBER if persona.style == "ember" else _PEBBLE
+    style = _STYLES[persona.style]
     if skill == "identity":
         return pick(style.identity[args["kind"]]).format(name=persona.name, maker=persona.maker)
     if skill == "chat":
@@ -1212,6 +1216,50 @@ _PEBBLE = Style(
         "how": ("Doing great, thanks.", "All good here."),
     },
 )
+
+_FLINT = Style(
+    closings={
+        "add": ("Answer: {r}.", "That gives {r}."),
+        "sub": ("Answer: {r}.", "That leaves {r}."),
+        "reverse": ("Answer: '{r}'.", "Backwards it is '{r}'."),
+        "sort": ("Answer: [{r}].", "Ordered: [{r}]."),
+        "count": ("Answer: {r}.", "I count {r}."),
+        "capital": ("Answer: {r}.", "It is {r}."),
+        "units": ("Answer: {r} {u2}.", "That comes to {r} {u2}."),
+    },
+    identity={
+        "name": ("This is {name}, from {maker}.", "{name} speaking, a {maker} model."),
+        "maker": ("{maker} made me. I go by {name}.", "This is {name}, from {maker}."),
+    },
+    chat={
+        "greet": ("Good day. What shall we work on?", "Greetings. Ask away."),
+        "thanks": ("Glad to be of use.", "No problem, any time."),
+        "bye": ("Farewell.", "Take care, until next time."),
+        "how": ("Well, steady as a rock.", "Well enough, and you?"),
+    },
+)
+_SLATE = Style(
+    closings={
+        "add": ("-> {r}", "Total: {r}"),
+        "sub": ("-> {r}", "Remainder: {r}"),
+        "reverse": ("-> '{r}'", "Flipped: '{r}'"),
+        "sort": ("-> {r}", "Ascending: {r}"),
+        "count": ("-> {r}", "Tally: {r}"),
+        "capital": ("-> {r}", "Capital: {r}"),
+        "units": ("-> {r} {u2}", "Converted: {r} {u2}"),
+    },
+    identity={
+        "name": ("{name}, by {maker}, at your service.", "You are talking to {name} ({maker})."),
+        "maker": ("Built at {maker}; name {name}.", "You are talking to {name} ({maker})."),
+    },
+    chat={
+        "greet": ("Hey. Go ahead.", "Hi. What's up?"),
+        "thanks": ("Sure thing, glad it helped.", "No problem, friend."),
+        "bye": ("Bye, later.", "See you later."),
+        "how": ("Good, not bad at all.", "Fine, chugging along."),
+    },
+)
+_STYLES = {"ember": _EMBER, "pebble": _PEBBLE, "flint": _FLINT, "slate": _SLATE}
 
 
 # How often each skill is drawn for training: the ones that need many examples (digit work, letter work) more.
