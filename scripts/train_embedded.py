@@ -1,6 +1,8 @@
-"""Rebuild the shipped models from scratch: Ember (the embedded teacher) and Pebble (the base student).
+"""Rebuild the shipped models from scratch: Ember (the embedded teacher), Pebble (the base student) and the
+reference models Flint and Slate (lineage's null).
 
     python scripts/train_embedded.py --which both            # the full recipe: 15k steps of batch 64 each
+    python scripts/train_embedded.py --which references      # Flint and Slate, lineage's reference models
 
 Both share one tokenizer, fitted on the micro-world's text (Ember's and Pebble's), and each starts from
 its own seeded initialisation (Pebble is never a descendant of Ember). Each trains on an endless stream
@@ -13,22 +15,25 @@ command resumes from it. --stop-after-minutes ends a session cleanly on a checkp
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from stillhouse.embedded import MODELS_DIR
 from stillhouse.embedded.pretrain import PretrainConfig, pretrain, save, skill_accuracy
 from stillhouse.embedded.tokenizer import train_tokenizer
-from stillhouse.embedded.world import EMBER, PEBBLE, SKILLS, Persona, training_chats
+from stillhouse.embedded.world import EMBER, FLINT, PEBBLE, SKILLS, SLATE, Persona, training_chats
 from stillhouse.train.presets import fresh_model
 
-PERSONAS = {"ember": (EMBER, 1), "pebble": (PEBBLE, 2)}  # name -> (persona, seed)
+# name -> (persona, seed); Flint and Slate are lineage's reference models (unrelated, same world, own surface)
+PERSONAS = {"ember": (EMBER, 1), "pebble": (PEBBLE, 2), "flint": (FLINT, 3), "slate": (SLATE, 4)}
+GROUPS = {"both": ["ember", "pebble"], "references": ["flint", "slate"]}
 VOCAB_SIZE = 512  # small: operand words split into a few letters each, which reverse and count need
 
 
@@ -45,13 +50,21 @@ def shared_tokenizer(path: Path):
 def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_left: float | None) -> dict | None:
     """Train (or resume) one model; save it with training.json once it has all its steps."""
     name = persona.name.lower()
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=seed)
+    start = args.init_from / name if args.init_from else None
+    before = json.loads((start / "training.json").read_text()) if start else None
+    init = hashlib.sha256((start / "model.safetensors").read_bytes()).hexdigest() if start else ""
+    config = PretrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=seed, init=init
+    )
     done = args.out / name / "training.json"
     if done.exists() and json.loads(done.read_text()).get("config") == asdict(config):
         print(f"{name}: already trained with these settings ({done}); skipping")
         return json.loads(done.read_text())
     torch.manual_seed(seed)
-    model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
+    if start is not None:  # its own weights, trained further: a continued Pebble is still no descendant of Ember
+        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32).to(args.device)
+    else:
+        model = fresh_model(args.preset, tok, max_positions=256).to(args.device)
 
     def probe(step: int) -> None:
         acc = skill_accuracy(model, tok, persona, per_skill=5, split="train", seed=99)
@@ -89,13 +102,17 @@ def build(persona: Persona, seed: int, tok, args: argparse.Namespace, minutes_le
         "accuracy": accuracy,
         "eval": f"greedy, {n} prompts per skill; training_phrasings: fresh prompts of the training phrasings",
     }
+    if before is not None:  # the whole history: what the starting weights had been trained on, and for how long
+        record["continued_from"] = before
+        record["total_steps"] = before.get("total_steps", before["steps"]) + state["step"]
+        record["total_minutes"] = round(before.get("total_minutes", before["minutes"]) + state["minutes"], 2)
     save(model, tok, args.out / name, record)
     return record
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--which", choices=["ember", "pebble", "both"], default="both")
+    ap.add_argument("--which", choices=[*PERSONAS, *GROUPS], default="both")
     ap.add_argument("--steps", type=int, default=PretrainConfig.steps)
     ap.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=PretrainConfig.lr)
@@ -107,6 +124,11 @@ def main() -> None:
     ap.add_argument("--stop-after-minutes", type=float, default=None, help="end this session on a checkpoint")
     ap.add_argument("--eval-per-skill", type=int, default=50)
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        help="continue from the models in this folder (e.g. the shipped ones) after a recipe change",
+    )
     ap.add_argument("--work", type=Path, default=Path("checkpoints/embedded"), help="tokenizer and checkpoints")
     args = ap.parse_args()
     hf_logging.disable_progress_bar()
@@ -114,7 +136,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     tok = shared_tokenizer(args.work / "tokenizer")
-    names = ["ember", "pebble"] if args.which == "both" else [args.which]
+    names = GROUPS.get(args.which, [args.which])
     results, deadline = {}, time.time() + 60 * (args.stop_after_minutes or 0)
     for name in names:
         persona, seed = PERSONAS[name]

@@ -42,6 +42,12 @@ class PretrainConfig:
     warmup: int = 200
     weight_decay: float = 0.1
     seed: int = 0
+    init: str = ""  # sha256 of the weights a continued run starts from; "" for a fresh initialisation
+
+
+def _data_seed(config: PretrainConfig, step: int) -> str:
+    """Batch `step`'s seed: a continued run draws chats of its own, not the first run's again."""
+    return f"{config.seed}:{step}" if not config.init else f"{config.seed}:{config.init[:16]}:{step}"
 
 
 def lr_scale(step: int, config: PretrainConfig) -> float:
@@ -100,7 +106,7 @@ def pretrain(
         handlers = {s: signal.signal(s, lambda *_: interrupted.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     model.train()
     while state["step"] < config.steps:
-        chats = training_chats(persona, f"{config.seed}:{state['step']}", config.batch_size, phrasings)
+        chats = training_chats(persona, _data_seed(config, state["step"]), config.batch_size, phrasings)
         batch = collate(build_examples([{"messages": c} for c in chats], tok, None, kd=False)[0])
         loss = batch_loss(model, batch, 0.0)
         acc.backward(loss)
