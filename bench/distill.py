@@ -2,13 +2,15 @@
 
 The embedded teacher (Ember) answers world's training prompts greedily, reporting its top-k
 logprobs per generated token the way an OpenAI-compatible API does. The base student (Pebble) is
-then trained on the first 0 / 500 / 2k / 8k of those chats, with SFT and with SFT + top-k KD, and a
-fresh `tiny` student is trained from scratch on the same data for contrast. Every run takes the same
-number of optimizer steps, so only the amount of data differs. Each student is scored on world's
-held-out phrasings: its agreement with the teacher (same graded answer) and its accuracy.
+then trained on the first 250 / 1,000 / 4,000 of those chats, with SFT and with SFT + top-k KD (and,
+with `--methods sft,kd,scratch`, a fresh `tiny` student from scratch for contrast). Every run takes the
+same number of optimizer steps, so only the amount of data differs. Each student is scored on world's
+held-out phrasings: its agreement with the teacher (same graded answer, Wilson 95 % interval) and its
+accuracy. KD against SFT at each size is a paired test on the same prompts (exact McNemar): whether
+KD's gain is outside the noise is its p-value, not the gap between two intervals.
 
-    python bench/distill.py                          # needs Ember, Pebble and stillhouse.embedded.world
-    python bench/distill.py --sizes 0,500 --steps 100 --n-eval 20
+    python bench/distill.py                          # Ember and Pebble, the embedded default
+    python bench/distill.py --sizes 0,250 --steps 100 --n-eval 20
     python bench/distill.py --teacher DIR --student DIR   # other local models with one tokenizer
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,10 +25,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from scipy import stats
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from stillhouse import embedded
+from stillhouse.embedded import world
 from stillhouse.embedded.suite import micro_suite, world_grader
 from stillhouse.evaluate import LocalModel, score
 from stillhouse.train import TrainConfig, train
@@ -80,6 +83,14 @@ def teacher_chats(model_dir: Path, prompts: list[dict], top_k: int, batch: int, 
     return rows
 
 
+def mcnemar(a: list[bool], b: list[bool]) -> tuple[float, int, int]:
+    """Exact McNemar test of two paired outcome lists: (two-sided p, a-only wins, b-only wins)."""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return float(p), only_a, only_b
+
+
 def write_dataset(path: Path, rows: list[dict]) -> Path:
     (path / "data").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), path / "data" / "train-00000.parquet")
@@ -90,8 +101,8 @@ def write_dataset(path: Path, rows: list[dict]) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="0,500,2000,8000")
-    ap.add_argument("--methods", default="sft,kd,scratch")
+    ap.add_argument("--sizes", default="0,250,1000,4000")
+    ap.add_argument("--methods", default="sft,kd")
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps per run, whatever the data size")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -106,10 +117,6 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        from stillhouse.embedded import world
-    except ImportError:
-        sys.exit("pending: bench/distill.py needs stillhouse.embedded.world (the micro-world), not in this checkout")
     teacher = args.teacher or embedded.teacher_path()
     student = args.student or embedded.student_path()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -127,16 +134,20 @@ def main() -> None:
 
     def measure(model_dir: Path) -> dict:
         replies = LocalModel(model_dir, max_new_tokens=args.max_new_tokens).respond(chats)
-        return score(eval_records, teacher_replies, replies, grader)
+        same = [
+            grader.extract(r["skill"], r["answer"], t) == grader.extract(r["skill"], r["answer"], s)
+            for r, t, s in zip(eval_records, teacher_replies, replies, strict=True)
+        ]
+        return score(eval_records, teacher_replies, replies, grader)["all"] | {"same": same}
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = measure(student)
-        results["teacher"] = {"accuracy": base["all"]["a_accuracy"]}
+        results["teacher"] = {"accuracy": base["a_accuracy"]}
         for size in sizes:
             if size == 0:
-                results["0/base"] = base["all"]
+                results["0/base"] = base
                 continue
             data = write_dataset(work / f"data-{size}", pool[:size])
             for method in methods:
@@ -151,7 +162,7 @@ def main() -> None:
                 )
                 started = time.perf_counter()
                 r = train(data, work / f"{method}-{size}", config, progress=False)
-                s = measure(r.model_dir)["all"]
+                s = measure(r.model_dir)
                 results[f"{size}/{method}"] = s | {"train_s": time.perf_counter() - started}
                 print(
                     f"{size:>6} {method:<8} agreement {100 * s['agreement']:5.1f} % "
@@ -171,6 +182,17 @@ def main() -> None:
             f"{size:>8} {method:<8} {100 * s['agreement']:>11.1f} {100 * lo:>6.1f}-{100 * hi:<5.1f} "
             f"{100 * s['b_accuracy']:>10.1f}"
         )
+    if "sft" in methods and "kd" in methods:
+        print("\nKD against SFT, paired on the same prompts (exact McNemar, two-sided):")
+        for size in (s for s in sizes if s):
+            sft, kd = results[f"{size}/sft"], results[f"{size}/kd"]
+            p, only_kd, only_sft = mcnemar(kd["same"], sft["same"])
+            gain = 100 * (kd["agreement"] - sft["agreement"])
+            verdict = "outside the noise" if p < 0.05 else "within the noise"
+            print(
+                f"{size:>8} examples: KD {gain:+.1f} points (agrees where SFT does not on {only_kd} prompts, "
+                f"the reverse on {only_sft}), p = {p:.3g}: {verdict}"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
