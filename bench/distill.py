@@ -32,7 +32,7 @@ from transformers.utils import logging as hf_logging
 from stillhouse import embedded
 from stillhouse.embedded import world
 from stillhouse.embedded.suite import micro_suite, world_grader
-from stillhouse.evaluate import LocalModel, score
+from stillhouse.evaluate import LocalModel, agrees, score
 from stillhouse.train import TrainConfig, train
 from stillhouse.train.data import Vocab
 
@@ -134,10 +134,7 @@ def main() -> None:
 
     def measure(model_dir: Path) -> dict:
         replies = LocalModel(model_dir, max_new_tokens=args.max_new_tokens).respond(chats)
-        same = [
-            grader.extract(r["skill"], r["answer"], t) == grader.extract(r["skill"], r["answer"], s)
-            for r, t, s in zip(eval_records, teacher_replies, replies, strict=True)
-        ]
+        same = [agrees(r, t, s, grader) for r, t, s in zip(eval_records, teacher_replies, replies, strict=True)]
         return score(eval_records, teacher_replies, replies, grader)["all"] | {"same": same}
 
     results: dict[str, dict] = {}

@@ -127,16 +127,19 @@ def main() -> None:
     ap.add_argument(
         "--init-from",
         type=Path,
-        help="continue from the models in this folder (e.g. the shipped ones) after a recipe change",
+        help="continue from the models in this folder (a copy of the shipped ones) after a recipe change",
     )
     ap.add_argument("--work", type=Path, default=Path("checkpoints/embedded"), help="tokenizer and checkpoints")
     args = ap.parse_args()
+    names = GROUPS.get(args.which, [args.which])
+    missing = [n for n in names if args.init_from and not (args.init_from / n / "training.json").exists()]
+    if missing:
+        ap.error(f"--init-from {args.init_from} has no trained {', '.join(missing)} (a folder with training.json)")
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     tok = shared_tokenizer(args.work / "tokenizer")
-    names = GROUPS.get(args.which, [args.which])
     results, deadline = {}, time.time() + 60 * (args.stop_after_minutes or 0)
     for name in names:
         persona, seed = PERSONAS[name]

@@ -2,7 +2,7 @@
 
 from stillhouse.evaluate.grading import MATCHES, Grader, Match, normalise, text_grader, wilson
 from stillhouse.evaluate.responders import Endpoint, LocalModel, Responder, responder
-from stillhouse.evaluate.run import compare, evaluate, score
+from stillhouse.evaluate.run import agrees, compare, evaluate, score
 from stillhouse.evaluate.suites import load_suite
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "LocalModel",
     "Match",
     "Responder",
+    "agrees",
     "compare",
     "evaluate",
     "load_suite",

@@ -23,16 +23,22 @@ from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, stage_run
 # ---------------------------------------------------------------- scoring
 
 
+def agrees(record: dict[str, Any], a: str, b: str, grader: Grader) -> bool:
+    """Whether two replies to a record's prompt give the same graded answer (a paired test's outcome)."""
+    skill = record.get("skill") or "all"
+    expected = None if record.get("answer") is None else str(record["answer"])
+    return grader.extract(skill, expected, a) == grader.extract(skill, expected, b)
+
+
 def score(records: Sequence[dict[str, Any]], a: list[str], b: list[str], grader: Grader) -> dict[str, dict[str, Any]]:
     """Per skill (and 'all'): accuracy of a and of b, and how often they give the same graded answer."""
     tallies: dict[str, dict[str, int]] = {}
     for rec, ra, rb in zip(records, a, b, strict=True):
-        skill = rec.get("skill") or "all"
+        skill, same = rec.get("skill") or "all", agrees(rec, ra, rb, grader)
         for key in {skill, "all"}:
             t = tallies.setdefault(key, {"n": 0, "graded": 0, "a": 0, "b": 0, "same": 0})
             t["n"] += 1
-            expected = None if rec.get("answer") is None else str(rec["answer"])
-            t["same"] += grader.extract(skill, expected, ra) == grader.extract(skill, expected, rb)
+            t["same"] += same
             if rec.get("answer") is not None:
                 t["graded"] += 1
                 t["a"] += bool(grader.grade(skill, str(rec["answer"]), ra))
