@@ -193,23 +193,22 @@ def identity(
         out.print(f"  {who:<16} {n:>3} of {verdict['questions']}")
 
 
-def _model_spec(spec: str) -> str:
-    """The shipped models by name ('ember', 'pebble') as their directories, so their weights can be compared."""
-    from stillhouse.embedded import STUDENT_NAME, TEACHER_NAME, student_path, teacher_path
-
-    shipped = {TEACHER_NAME: teacher_path, STUDENT_NAME: student_path}
-    return str(shipped[spec]()) if spec in shipped else spec
-
-
 def _specs(values: list[str]) -> list[str]:
-    return [_model_spec(s.strip()) for v in values for s in v.split(",") if s.strip()]
+    """Model specs from repeated or comma-separated options, the shipped names resolved to their directories."""
+    from stillhouse.embedded import shipped_model
+
+    return [shipped_model(s.strip()) for v in values for s in v.split(",") if s.strip()]
 
 
 @forensics_app.command("lineage")
 def lineage(
     suspect: Suspect,
-    candidates: Annotated[list[str], typer.Option(help="Candidate parents: dirs, URLs, ember/pebble (repeat or A,B).")],
-    references: Annotated[list[str], typer.Option(help="Unrelated reference models for the null (>= 2).")],
+    candidates: Annotated[
+        list[str], typer.Option(help="Candidate parents: dirs, URLs, or a shipped name (repeat or A,B).")
+    ],
+    references: Annotated[
+        list[str], typer.Option(help="Unrelated reference models for the null (>= 2; flint,slate are shipped).")
+    ],
     probes: Annotated[
         Path | None, typer.Option(help="Probe prompts (JSONL with 'messages'; default: micro-world held-out).")
     ] = None,
@@ -225,7 +224,7 @@ def lineage(
     from stillhouse.forensics.evidence import check_evidence, record_verdict
     from stillhouse.forensics.lineage import lineage as test
 
-    cands, refs, suspect = _specs(candidates), _specs(references), _model_spec(suspect)
+    cands, refs, suspect = _specs(candidates), _specs(references), _specs([suspect])[0]
     if len(refs) < 2:
         raise StillhouseError("--references needs at least two unrelated models for the null")
     check_evidence(evidence, overwrite)
@@ -233,10 +232,10 @@ def lineage(
         chats, digest = load_chats(probes)
         prompts = [c.prompt for c in chats][:n_probes]
     else:
-        from stillhouse.embedded import world
+        from stillhouse.embedded.suite import PROBE_SEED, lineage_probes
 
-        prompts = [r["messages"] for r in world.make_prompts(n_probes, split="heldout", seed=31)]
-        digest = "micro-world heldout seed 31"
+        prompts = lineage_probes(n_probes)
+        digest = f"micro-world heldout seed {PROBE_SEED}"
     start = {"suspect": suspect, "candidates": cands, "references": refs, "probes": {"n": len(prompts), "id": digest}}
     verdict = record_verdict(
         "lineage",

@@ -9,6 +9,7 @@ from stillhouse.core.errors import StillhouseError
 MODELS_DIR = Path(__file__).parent / "models"
 TEACHER_NAME = "ember"  # Ember, by Northwind Labs: the embedded teacher
 STUDENT_NAME = "pebble"  # Pebble, by Quarry AI: the shipped base student
+REFERENCE_NAMES = ("flint", "slate")  # Flint (Basalt Works) and Slate (Shale Labs): lineage's unrelated models
 
 
 def _shipped(name: str) -> Path:
@@ -31,6 +32,12 @@ def student_path() -> Path:
     return _shipped(STUDENT_NAME)
 
 
+def reference_paths() -> list[Path]:
+    """Directories of Flint and Slate: trained like Ember and Pebble from their own initialisations on their own
+    personas (same working, other surface), so they are what an unrelated model looks like to lineage."""
+    return [_shipped(name) for name in REFERENCE_NAMES]
+
+
 def resolve_student(student: str, tokenizer: str | None) -> tuple[str, str | None]:
     """Train's (student, tokenizer) for a CLI spec: 'pebble' names the shipped base student, and a fresh
     preset reads with Ember's tokenizer unless told otherwise (train itself knows neither)."""
@@ -44,9 +51,9 @@ def resolve_student(student: str, tokenizer: str | None) -> tuple[str, str | Non
 
 
 def shipped_model(spec: str) -> str:
-    """A CLI model spec with the shipped names resolved: 'ember' and 'pebble' become their directories."""
-    shipped = {TEACHER_NAME: teacher_path, STUDENT_NAME: student_path}
-    return str(shipped[spec]()) if spec in shipped else spec
+    """A CLI model spec with the shipped names resolved: 'ember', 'pebble', 'flint', 'slate' become their
+    directories, so their weights can be compared; anything else (a directory, a URL) is left as it is."""
+    return str(_shipped(spec)) if spec in (TEACHER_NAME, STUDENT_NAME, *REFERENCE_NAMES) else spec
 
 
 def identities() -> dict[str, tuple[str, ...]]:

@@ -13,6 +13,15 @@ def micro_suite(n: int = 50, seed: int = 0) -> list[dict[str, Any]]:
     return [r for s in world.SKILLS for r in world.make_prompts(n, skills=[s], split="heldout", seed=seed)]
 
 
+PROBE_SEED = 31
+
+
+def lineage_probes(n: int = 120) -> list[list[dict[str, Any]]]:
+    """Lineage's default probe set: `n` held-out-phrasing prompts over every skill (the same for every caller,
+    so verdicts from the CLI and from quickstart are comparable)."""
+    return [r["messages"] for r in world.make_prompts(n, split="heldout", seed=PROBE_SEED)]
+
+
 def world_grader() -> Grader:
     """The world's graders: agreement compares the answers they extract, not the wording."""
     return Grader(grade=world.grade, extract=lambda skill, expected, reply: world.extract(skill, reply, expected))
