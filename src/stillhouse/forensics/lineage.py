@@ -7,7 +7,7 @@ suspect's answer are nearer in total variation (distribution lineage). Under the
 more unrelated model, as likely as the reference to be the closer one on each probe: a one-sided sign test per
 reference, the largest p over references (the candidate must beat every one), Bonferroni-corrected for the
 number of candidates. Weight lineage (fine-tuned from the candidate's weights) is the same sign test over
-weight tensors, comparing cosine similarity to the suspect's.
+weight matrices, comparing cosine similarity to the suspect's.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def lineage(
             entry["distribution"] = beats_every_reference(closeness, c, refs)  # type: ignore[arg-type]
         ws, wc = weights.get(suspect), weights.get(c)
         if ws is not None and wc is not None:
-            names = sorted(n for n in ws if n in wc and ws[n].shape == wc[n].shape)
+            # matrices only: norm gains start at one in every model, so their likeness says nothing of descent
+            names = sorted(n for n in ws if n in wc and ws[n].shape == wc[n].shape and ws[n].ndim >= 2)
             wrefs = [r for r in references if _same_shapes(weights.get(r), ws, names)]
             if names and len(wrefs) >= 2:
 
