@@ -60,14 +60,19 @@ def test_quickstart_fast_runs_the_whole_pipeline(tmp_path):
     assert set(verdicts) == {"student_after", "student_before"}
     for who, v in verdicts.items():
         assert 0 <= v["radioactivity"]["p_value"] <= 1 and v["radioactivity"]["null"]["keys"] >= 100
-        for test in ("radioactivity", "identity"):
+        for test in ("radioactivity", "identity", "lineage"):
             evidence = json.loads((run / "evidence" / f"{who}-{test}.json").read_text())
             assert evidence["test"] == test and evidence["ledger_anchor"]
     assert verdicts["student_before"]["identity"]["top"] == "Pebble"
+    # the control is traced only to Ember, and (its own base) not at all; the student's base weights show at once
+    assert [c["candidate"] for c in verdicts["student_after"]["lineage"]["candidates"]] == ["ember", "pebble"]
+    assert verdicts["student_before"]["lineage"]["summary"] == "attributed to no candidate"
+    assert "pebble (weights)" in verdicts["student_after"]["lineage"]["summary"]
     secret = json.loads((run / "watermark.key").read_text())["secret"]
     assert all(secret not in (run / f).read_text() for f in ("report.json", "report.html"))
     assert secret.encode() not in (run / "ledger.sqlite").read_bytes()
     assert "forensics, student after: watermark radioactivity" in proc.stdout and "Forensics" in page
+    assert "lineage: attributed to" in proc.stdout
 
 
 def test_quickstart_refuses_to_overwrite_a_run(tmp_path):

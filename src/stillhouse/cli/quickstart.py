@@ -25,7 +25,10 @@ def quickstart_cmd(
     eval_per_skill: Annotated[int | None, typer.Option(min=1, help="Held-out prompts per skill.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default: the size's).")] = None,
     forensics: Annotated[
-        bool, typer.Option(help="Serve Ember watermarked, then test the student and Pebble-before for it.")
+        bool,
+        typer.Option(
+            help="Serve Ember watermarked; test the student and Pebble-before for it, their identity, their lineage."
+        ),
     ] = False,
 ) -> None:
     """Serve Ember, collect, curate, distil it into Pebble and measure: the whole pipeline, no API key."""
@@ -71,7 +74,8 @@ def quickstart_cmd(
         radio, named = verdict["radioactivity"], verdict["identity"]
         out.print(
             f"forensics, {who.replace('_', ' ')}: watermark radioactivity {radio['summary']} (null median p "
-            f"{radio['null']['median_p']:.2f}); names {named['top'] or 'no known identity'}",
+            f"{radio['null']['median_p']:.2f}); names {named['top'] or 'no known identity'}; lineage: "
+            f"{verdict['lineage']['summary']}",
             highlight=False,
             soft_wrap=True,
         )

@@ -7,7 +7,8 @@ tells the story afterwards; `report.json` holds the figures and `report.html` sh
 
 With `forensics`, the other half runs too: Ember serves with a KGW watermark (a fresh key, kept in the
 run directory), and after distillation the student and Pebble-before (the control) are tested for the
-watermark's radioactivity and asked who they are; each verdict goes to the ledger and an evidence file.
+watermark's radioactivity, asked who they are, and traced (lineage: closer to Ember, or to Pebble's weights,
+than the unrelated Flint and Slate are?); each verdict goes to the ledger and an evidence file.
 
 Two held-out suites. The headline ("prompts") asks what distillation promises: prompts from the same
 distribution as the collected ones, with operands no collected prompt has (a capital is knowledge, so
@@ -32,15 +33,16 @@ from stillhouse.core.dataset import load_dataset
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.outputs import check_writable
 from stillhouse.curate import CurateConfig, curate
-from stillhouse.embedded import identities, resolve_student, student_path, teacher_path, world
+from stillhouse.embedded import identities, reference_paths, resolve_student, student_path, teacher_path, world
 from stillhouse.embedded.report import write_html
-from stillhouse.embedded.suite import world_grader
+from stillhouse.embedded.suite import PROBE_SEED, lineage_probes, world_grader
 from stillhouse.evaluate import Endpoint, LocalModel, evaluate
 from stillhouse.forensics.chats import load_chats
 from stillhouse.forensics.detect import load_tokenizer
 from stillhouse.forensics.evidence import record_verdict
 from stillhouse.forensics.identity import identity
 from stillhouse.forensics.key import WatermarkKey, keygen
+from stillhouse.forensics.lineage import lineage
 from stillhouse.forensics.radioactivity import radioactivity
 from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
@@ -208,13 +210,16 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
 
 
 def forensics(out: Path, key: WatermarkKey, ledger: Path, control: Path | None) -> dict[str, dict[str, Any]]:
-    """Radioactivity (open mode, on the collected watermarked chats) and identity of the student and of the
-    control (the student before distillation); each verdict is ledgered and written to out/evidence/."""
+    """Radioactivity (open mode, on the collected watermarked chats), identity and lineage of the student and of
+    the control (the student before distillation); each verdict is ledgered and written to out/evidence/."""
     chats, digest = load_chats(out / "teacher-run")
     tok = load_tokenizer(teacher_path())
     inputs = {"texts": str(out / "teacher-run"), "sha256": digest, "chats": len(chats)}
     (out / "evidence").mkdir(exist_ok=True)
     suspects = {"student_after": out / "student"} | ({"student_before": control} if control is not None else {})
+    # lineage asks of the student: Ember's outputs, its base's weights; of the control (its own base): Ember's
+    parents = {"student_after": [teacher_path(), *([control] if control else [])], "student_before": [teacher_path()]}
+    probes, references = lineage_probes(), [str(p) for p in reference_paths()]
     verdicts = {}
     for who, model in suspects.items():
         radio = record_verdict(
@@ -231,12 +236,38 @@ def forensics(out: Path, key: WatermarkKey, ledger: Path, control: Path | None) 
             ledger=ledger,
             evidence=out / "evidence" / f"{who}-identity.json",
         )
+        candidates = [str(p) for p in parents[who]]
+        traced = record_verdict(
+            "lineage",
+            {
+                "suspect": str(model),
+                "candidates": candidates,
+                "references": references,
+                "probes": {"n": len(probes), "id": f"micro-world heldout seed {PROBE_SEED}"},
+            },
+            partial(lineage, str(model), candidates, references, probes),
+            ledger=ledger,
+            evidence=out / "evidence" / f"{who}-lineage.json",
+        )
         null = {k: v for k, v in radio["null"].items() if k != "p_values"}
         verdicts[who] = {
             "radioactivity": {"p_value": radio["p_value"], "summary": radio["summary"], "null": null},
             "identity": {"top": named["top"], "counts": named["counts"], "questions": named["questions"]},
+            "lineage": _lineage_summary(traced),
         }
     return verdicts
+
+
+def _lineage_summary(verdict: dict[str, Any]) -> dict[str, Any]:
+    """The verdict by model name ('ember', not its path): each candidate's corrected p per kind of lineage (None
+    where it could not be tested), and one line naming what was attributed."""
+    kinds, rows, named = ("output", "distribution", "weights"), [], []
+    for c in verdict["candidates"]:
+        name = Path(c["candidate"]).name
+        rows.append({"candidate": name} | {k: (c[k] or {}).get("p_corrected") for k in kinds})
+        how = [k for k in kinds if (c[k] or {}).get("attributed")]
+        named += [f"{name} ({', '.join(how)})"] if how else []
+    return {"candidates": rows, "summary": "attributed to " + ("; ".join(named) or "no candidate")}
 
 
 # The skills with no operands: a prompt pool of a few dozen phrasings, which same-family held-out prompts

@@ -164,6 +164,7 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
                 f"{radio['p_value']:.2g}",
                 f"{null['median_p']:.2f} / {100 * null['fpr_at_0.01']:.1f} % / {null['ks_uniform_p']:.2f}",
                 f"{named['top'] or 'none'} ({named['counts'].get(named['top'], 0)} of {named['questions']})",
+                v["lineage"]["summary"],
             ]
         )
     key = forensics["key"]
@@ -172,8 +173,10 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
         f"<p>Ember served with a KGW watermark (key {html.escape(str(key.get('fingerprint', '')))}, gamma "
         f"{key.get('gamma')}, delta {key.get('delta')}). Radioactivity, open mode: the suspect's next-token "
         "predictions on the collected watermarked chats, each (context, token) window scored once; the null is "
-        "the same test under random keys. Evidence files are in evidence/.</p>"
-        + _table(["model", "p (open mode)", "null: median p / FPR at 1 % / KS p", "names itself"], rows)
+        "the same test under random keys. Lineage: is the model's behaviour on 120 held-out probes closer to "
+        "Ember (outputs, next-token distributions) or to Pebble (weights) than the unrelated Flint and Slate are, "
+        "at p < 0.01 after correction? Evidence files are in evidence/.</p>"
+        + _table(["model", "p (open mode)", "null: median p / FPR at 1 % / KS p", "names itself", "lineage"], rows)
     )
 
 
