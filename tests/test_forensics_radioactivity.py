@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 from fake_upstream import cli
-from micro_models import micro_model
+from micro_models import collect_from_ember, micro_model
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from stillhouse.cli import app
-from stillhouse.collect import collect
 from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import student_path, teacher_path
@@ -40,23 +39,8 @@ def _key_file(path: Path, key: WatermarkKey) -> Path:
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Ember served watermarked, its answers collected and curated, and a student trained on them."""
     root = tmp_path_factory.mktemp("radio")
-    prompts = root / "prompts.jsonl"
-    with prompts.open("w") as f:
-        for r in micro_world.make_prompts(160, seed=3, phrasings=micro_world.BASIC):
-            f.write(json.dumps({"id": r["id"], "messages": r["messages"]}) + "\n")
-    with serve_in_background(teacher_path(), watermark=KEY) as s:
-        collect(
-            prompts,
-            base_url=s.base_url,
-            model=s.model,
-            out=root / "run",
-            purpose="distillation",
-            api_key_env=None,
-            temperature=1.0,
-            max_tokens=80,
-            seed=0,
-            concurrency=32,
-        )
+    records = micro_world.make_prompts(160, seed=3, phrasings=micro_world.BASIC)
+    collect_from_ember(records, root, watermark=KEY, temperature=1.0, max_tokens=80)
     curate([root / "run"], root / "data", config=CurateConfig(near_dedup=False))
     config = TrainConfig(student=str(micro_model(root / "micro")), max_steps=150, batch_size=16, lr=5e-3, seed=0)
     train(root / "data", root / "student", config)
