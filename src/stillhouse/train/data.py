@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,14 @@ class Example:
 # ---------------------------------------------------------------- encoding chats
 
 
+_GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
+
+
 def encode_chat(tok: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """Token ids and the assistant-token mask (1 where the loss applies) of one chat."""
-    enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+    marked = bool(_GENERATION.search(str(tok.chat_template or "")))  # asked without the markers, transformers warns
+    enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=marked)
+    ids, mask = list(enc["input_ids"]), list(enc.get("assistant_masks") or [])
     if not any(mask):  # the template has no {% generation %} markers: find the turns by rendering prefixes
         mask = [0] * len(ids)
         for i, m in enumerate(messages):
