@@ -9,9 +9,13 @@ KS-uniform p and its FPR at alpha 1 %. At dose 0 the null is run over --fpr-keys
 not guessed. Targets (issue 16): open p < 1e-5 at 5 %, closed p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR
 at 1 % within [0.5 %, 2 %].
 
+The real-text track (--real DIR, set up by bench/real_text.py): SmolLM2-135M-Instruct is the teacher and, as a
+copy LoRA-fine-tuned on the mix, the student, on varied open-ended prompts at the default delta 2.
+
     python bench/radioactivity.py                          # Ember / Pebble, delta 8 (the micro-world needs it)
-    python bench/radioactivity.py --delta 2 --doses 0,100 --prompts 400 --steps 100
+    python bench/radioactivity.py --delta 2 --doses 0,1 --prompts 400 --steps 100
     python bench/radioactivity.py --teacher DIR --student DIR
+    python bench/radioactivity.py --real ~/.cache/stillhouse/smollm2-135m-instruct --doses 0,0.05,1
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +41,9 @@ from stillhouse.forensics.key import WatermarkKey
 from stillhouse.forensics.radioactivity import radioactivity
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from real_text import real_prompts, smollm2_dir
 
 
 def write_prompts(path: Path, records: list[dict]) -> Path:
@@ -86,13 +94,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, default=None, help="default: Ember")
     ap.add_argument("--student", type=Path, default=None, help="base student (default: Pebble)")
+    ap.add_argument("--real", type=Path, default=None, help="SmolLM2 directory: the real-text track")
     ap.add_argument("--prompts", type=int, default=800)
     ap.add_argument("--probe", type=int, default=300, help="fresh prompts for closed mode")
     ap.add_argument("--doses", default="0,0.01,0.05,0.25,1")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--delta", type=float, default=8.0)
+    ap.add_argument("--delta", type=float, default=None, help="default: 8 (micro-world), 2 (--real)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="default: 160 (micro-world), 96 (--real)")
+    ap.add_argument("--lora", action="store_true", help="LoRA (r 16) instead of full fine-tuning (--real: on)")
     ap.add_argument("--gamma", type=float, default=0.25)
     ap.add_argument("--context", type=int, default=1)
     ap.add_argument("--null-keys", type=int, default=100)
@@ -102,41 +113,51 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
-    teacher, student = args.teacher or teacher_path(), args.student or student_path()
+    if args.real is not None:
+        teacher = student = smollm2_dir(args.real)
+        records = real_prompts(args.prompts + args.probe, seed=21)
+        train_records, probe_records = records[: args.prompts], records[args.prompts :]
+    else:
+        teacher, student = args.teacher or teacher_path(), args.student or student_path()
+        train_records = world.make_prompts(args.prompts, seed=21, phrasings=world.BASIC)
+        probe_records = world.make_prompts(args.probe, split="heldout", seed=22, phrasings=world.BASIC)
+    real = args.real is not None
+    delta = args.delta if args.delta is not None else (2.0 if real else 8.0)
+    max_tokens = args.max_tokens or (96 if real else 160)
+    lora = args.lora or real
     tok = AutoTokenizer.from_pretrained(teacher)
-    key = WatermarkKey.random(args.gamma, args.delta, args.context)
+    key = WatermarkKey.random(args.gamma, delta, args.context)
     doses = [float(d) for d in args.doses.split(",")]
     tmp = tempfile.TemporaryDirectory(prefix="bench-radio-")
     root = args.out or Path(tmp.name)
     root.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    train_prompts = write_prompts(
-        root / "prompts.jsonl", world.make_prompts(args.prompts, seed=21, phrasings=world.BASIC)
-    )
-    probe = [
-        Chat(r["messages"], None)
-        for r in world.make_prompts(args.probe, split="heldout", seed=22, phrasings=world.BASIC)
-    ]
-    marked = answers(teacher, key, train_prompts, root / "run-marked", 160)
-    plain = answers(teacher, None, train_prompts, root / "run-plain", 160)
+    train_prompts = write_prompts(root / "prompts.jsonl", train_records)
+    probe = [Chat(r["messages"], None) for r in probe_records]
+    marked = answers(teacher, key, train_prompts, root / "run-marked", max_tokens)
+    plain = answers(teacher, None, train_prompts, root / "run-plain", max_tokens)
     data = detect_texts(key, [c.answer for c in marked], tok)
-    params = f"gamma {args.gamma} delta {args.delta} context {args.context}"
+    params = f"gamma {args.gamma} delta {delta} context {args.context}"
     print(f"teacher {teacher.name}, student {student.name}; key {params}")
     print(f"{len(marked)} watermarked answers: {data.green}/{data.scored} distinct pairs green, z {data.z:.1f}")
-    print(f"collected in {time.perf_counter() - t0:.0f} s; {args.steps} steps x batch {args.batch} per dose\n")
+    how = "LoRA r 16" if lora else "full fine-tuning"
+    print(f"collected in {time.perf_counter() - t0:.0f} s; {args.steps} steps x batch {args.batch} ({how}) per dose\n")
 
     for dose in doses:
         t1 = time.perf_counter()
         tag = f"{dose:g}"
         mixed = mix(marked, plain, dose, root / f"mix-{tag}.jsonl", seed=0)
         curate([mixed], root / f"data-{tag}", config=CurateConfig(near_dedup=False), overwrite=True)
-        config = TrainConfig(student=str(student), max_steps=args.steps, batch_size=args.batch, lr=args.lr)
+        config = TrainConfig(
+            student=str(student), max_steps=args.steps, batch_size=args.batch, lr=args.lr, lora=lora, lora_r=16,
+            lora_alpha=32,
+        )  # fmt: skip
         train(root / f"data-{tag}", root / f"student-{tag}", config)
         null = args.fpr_keys if dose == 0 else args.null_keys
         s = str(root / f"student-{tag}")
         opened = radioactivity(s, key, marked, tok, mode="open", null_keys=null)
-        closed = radioactivity(s, key, probe, tok, mode="closed", null_keys=null)
+        closed = radioactivity(s, key, probe, tok, mode="closed", null_keys=null, max_tokens=max_tokens)
         print(f"dose {dose:>6.0%}  ({time.perf_counter() - t1:.0f} s)")
         print("  " + row("open", opened))
         print("  " + row("closed", closed))
