@@ -5,9 +5,11 @@ fresh key, once not (temperature 1). For each dose (share of the training chats 
 run) the base student (default: Pebble) is fine-tuned on the mix with `stillhouse.train` after
 `stillhouse.curate`, then tested: open mode on our watermarked chats, closed mode on fresh prompts served by the
 student. Each row prints the p-value with the real key, and the null (the same test under random keys): its
-KS-uniform p and its FPR at alpha 1 %. At dose 0 the null is run over --fpr-keys keys so the FPR is measured,
-not guessed. Targets (issue 16): open p < 1e-5 at 5 %, closed p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR
-at 1 % within [0.5 %, 2 %].
+KS-uniform p and its FPR at alpha 1 %. Open mode prints two p-values: against gamma (the binomial, biased
+toward 'clean' when the student shares the teacher's base) and against the control (the teacher's answers
+under --control-keys fresh keys, built once), which is the verdict. At dose 0 the null is run over
+--fpr-keys keys so the FPR is measured, not guessed. Targets (issue 16): open p < 1e-5 at 5 %, closed
+p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR at 1 % within [0.5 %, 2 %].
 
 The real-text track (--real DIR, set up by bench/real_text.py): SmolLM2-135M-Instruct is the teacher and, as a
 copy LoRA-fine-tuned on the mix, the student, on varied open-ended prompts at the default delta 2.
@@ -38,7 +40,7 @@ from stillhouse.embedded import student_path, teacher_path, world
 from stillhouse.forensics.chats import Chat, load_chats
 from stillhouse.forensics.detect import detect_texts
 from stillhouse.forensics.key import WatermarkKey
-from stillhouse.forensics.radioactivity import radioactivity
+from stillhouse.forensics.radioactivity import control_chats, radioactivity
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
 
@@ -83,11 +85,20 @@ def mix(marked: list[Chat], plain: list[Chat], dose: float, path: Path, seed: in
 
 
 def row(label: str, v: dict) -> str:
-    n = v["null"]
-    return (
-        f"{label:<8} p {v['p_value']:>9.2e}  z {v['statistic']['z']:>6.2f}  scored {v['statistic']['scored']:>6}  "
+    n, s = v["null"], v["statistic"]
+    line = (
+        f"{label:<8} p {s['p_value']:>9.2e}  z {s['z']:>6.2f}  scored {s['scored']:>6}  "
         f"null({n['keys']}) KS p {n['ks_uniform_p']:.3f} FPR@1% {n['fpr_at_0.01']:.1%}"
     )
+    if "control" in v:
+        c = v["control"]
+        loo = sorted(c["leave_one_out_p"])
+        line += (
+            f"\n  {'control':<8} p {c['p_value']:>9.2e}  z {c['z']:>6.2f}  green {s['green'] / s['scored']:.1%} vs "
+            f"{c['green_rate']:.1%} ({c['scored']} pairs, {c['keys']} keys; leave-one-out p min {loo[0]:.2f} "
+            f"median {loo[len(loo) // 2]:.2f})"
+        )
+    return line
 
 
 def main() -> None:
@@ -107,6 +118,7 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=0.25)
     ap.add_argument("--context", type=int, default=1)
     ap.add_argument("--null-keys", type=int, default=100)
+    ap.add_argument("--control-keys", type=int, default=10, help="fresh keys for open mode's control")
     ap.add_argument("--fpr-keys", type=int, default=1000, help="null keys at dose 0, to measure the FPR")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="keep the runs and students here")
@@ -137,12 +149,15 @@ def main() -> None:
     probe = [Chat(r["messages"], None) for r in probe_records]
     marked = answers(teacher, key, train_prompts, root / "run-marked", max_tokens)
     plain = answers(teacher, None, train_prompts, root / "run-plain", max_tokens)
+    control = control_chats(teacher, marked, key, keys=args.control_keys)
     data = detect_texts(key, [c.answer for c in marked], tok)
     params = f"gamma {args.gamma} delta {delta} context {args.context}"
     print(f"teacher {teacher.name}, student {student.name}; key {params}")
     print(f"{len(marked)} watermarked answers: {data.green}/{data.scored} distinct pairs green, z {data.z:.1f}")
     how = "LoRA r 16" if lora else "full fine-tuning"
-    print(f"collected in {time.perf_counter() - t0:.0f} s; {args.steps} steps x batch {args.batch} ({how}) per dose\n")
+    took = time.perf_counter() - t0
+    print(f"collected (and the control under {args.control_keys} keys) in {took:.0f} s; ", end="")
+    print(f"{args.steps} steps x batch {args.batch} ({how}) per dose\n")
 
     for dose in doses:
         t1 = time.perf_counter()
@@ -156,7 +171,7 @@ def main() -> None:
         train(root / f"data-{tag}", root / f"student-{tag}", config)
         null = args.fpr_keys if dose == 0 else args.null_keys
         s = str(root / f"student-{tag}")
-        opened = radioactivity(s, key, marked, tok, mode="open", null_keys=null)
+        opened = radioactivity(s, key, marked, tok, mode="open", null_keys=null, control=control)
         closed = radioactivity(s, key, probe, tok, mode="closed", null_keys=null, max_tokens=max_tokens)
         print(f"dose {dose:>6.0%}  ({time.perf_counter() - t1:.0f} s)")
         print("  " + row("open", opened))

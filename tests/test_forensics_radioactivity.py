@@ -17,9 +17,9 @@ from stillhouse.core.errors import StillhouseError
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import student_path, teacher_path
 from stillhouse.embedded import world as micro_world
-from stillhouse.forensics.chats import load_chats
+from stillhouse.forensics.chats import Chat, load_chats
 from stillhouse.forensics.key import WatermarkKey
-from stillhouse.forensics.radioactivity import closed_pairs, radioactivity
+from stillhouse.forensics.radioactivity import closed_pairs, control_chats, radioactivity
 from stillhouse.provenance.ledger import Ledger
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
@@ -62,6 +62,45 @@ def test_open_mode_catches_the_student_and_clears_a_model_that_never_saw_the_wat
         assert verdict["null"]["keys"] == 100 and verdict["null"]["ks_uniform_p"] > 0.001
         f = verdict["filters"]
         assert f["positions"] == f["predicted_the_text"] + f["repeated"] + verdict["statistic"]["scored"]
+
+
+@pytest.fixture(scope="module")
+def control(world):
+    """Ember's answers to the same prompts under 4 fresh keys, as the real server gives them."""
+    return control_chats(teacher_path(), load_chats(world["run"])[0], KEY, keys=4)
+
+
+def test_a_control_clears_our_own_teacher_where_the_binomial_is_biased_and_still_catches_the_student(
+    world, tok, control
+):
+    chats, _ = load_chats(world["run"])
+    assert len(control.parts) == 4 and sum(len(c) for _, c in control.parts) >= 0.9 * len(chats)
+    assert all(fresh.secret != KEY.secret and fresh.delta == KEY.delta for fresh, _ in control.parts)
+    # Ember's first choice, where it differs from its watermarked text, is often the token the watermark
+    # rejected, so against gamma it looks far "cleaner" than chance (measured z -8.3); the control shares that
+    ember = radioactivity(str(teacher_path()), KEY, chats, tok, mode="open", control=control)
+    assert ember["statistic"]["z"] < -3, ember["statistic"]
+    assert ember["p_value"] == ember["control"]["p_value"] > 1e-3, ember["summary"]
+    assert len(ember["control"]["leave_one_out_p"]) == 4 and "fresh keys (control)" in ember["summary"]
+    caught = radioactivity(str(world["student"]), KEY, chats, tok, mode="open", control=control)
+    assert caught["p_value"] < 1e-2, caught["summary"]  # measured 4e-4
+    assert caught["statistic"]["green"] / caught["statistic"]["scored"] > caught["control"]["green_rate"]
+
+
+def test_a_control_is_refused_when_it_cannot_be_exchangeable(world, tok, control, tmp_path):
+    chats, _ = load_chats(world["run"])
+    exported = [Chat(c.prompt, c.answer) for c in chats]  # a JSONL export: the sampling is not recorded
+    with pytest.raises(StillhouseError, match="pass the collect run directory"):
+        control_chats(teacher_path(), exported, KEY)
+    mixed = [*chats[:5], Chat(chats[5].prompt, chats[5].answer, {"temperature": 0.0})]
+    with pytest.raises(StillhouseError, match="one sampling setting"):
+        control_chats(teacher_path(), mixed, KEY)
+    with pytest.raises(StillhouseError, match="at least 2 fresh keys"):
+        control_chats(teacher_path(), chats, KEY, keys=1)
+    with pytest.raises(StillhouseError, match="not a model directory"):
+        control_chats(tmp_path, chats, KEY)
+    with pytest.raises(StillhouseError, match="closed mode needs none"):
+        radioactivity("http://127.0.0.1:9/v1", KEY, chats, tok, mode="closed", control=control)
 
 
 def test_closed_mode_over_the_api(world, tok):
@@ -109,3 +148,13 @@ def test_cli_records_the_verdict_in_the_ledger_and_an_evidence_file(world):
     assert secret not in ledger.read_bytes().decode(errors="ignore") and secret not in evidence.read_text()
     again = CliRunner().invoke(app, args)
     assert isinstance(again.exception, StillhouseError) and "exists" in str(again.exception)
+
+
+def test_cli_tests_a_suspect_against_a_control_from_our_teacher(world):
+    args = ["forensics", "radioactivity", str(teacher_path()), "--key", str(world["key"]), "--texts"]
+    res = cli(*args, str(world["run"]), "--teacher", str(teacher_path()), "--control-keys", "3", timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "fresh keys (control)" in res.stdout and "against gamma alone" in res.stdout
+    closed = cli(*args, str(world["run"]), "--teacher", str(teacher_path()), "--mode", "closed", timeout=60)
+    assert closed.returncode == 2 and "closed mode needs none" in closed.stderr
+    assert len(closed.stderr.strip().splitlines()) == 1

@@ -105,34 +105,56 @@ def radioactivity(
         Path | None, typer.Option(help="Tokenizer directory of our served model (default: Ember).")
     ] = None,
     null_keys: Annotated[int, typer.Option(help="Random keys for the null distribution (>= 100).")] = 100,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="Open mode: our served model's directory, to answer the prompts again under fresh keys as a "
+            "control (needed when the suspect may share our model's base; TEXTS must then be the run directory)."
+        ),
+    ] = None,
+    control_keys: Annotated[int, typer.Option(help="Fresh keys for the control (each answers a share).")] = 10,
     limit: Annotated[int | None, typer.Option(help="Use at most this many chats.")] = None,
     ledger: Ledger = None,
     evidence: Evidence = None,
     overwrite: Overwrite = False,
     as_json: AsJson = False,
 ) -> None:
-    """Was SUSPECT trained on text our watermarked server wrote? p-value, with the null over random keys."""
+    """Was SUSPECT trained on text our watermarked server wrote? p-value, with the null over random keys.
+
+    With --teacher (open mode), the p-value tests the suspect's green rate against a control: our model's
+    answers to the same prompts under fresh keys. Without it a suspect that shares our model's base can look
+    cleaner than it is.
+    """
     from stillhouse.forensics.chats import load_chats
     from stillhouse.forensics.detect import load_tokenizer
     from stillhouse.forensics.evidence import check_evidence, record_verdict
     from stillhouse.forensics.key import load_key
+    from stillhouse.forensics.radioactivity import control_chats
     from stillhouse.forensics.radioactivity import radioactivity as test
 
     if mode not in ("open", "closed"):
         raise StillhouseError(f"--mode must be open or closed, not {mode!r}")
     if null_keys < 100:
         raise StillhouseError("--null-keys must be at least 100")
+    if teacher is not None and mode != "open":
+        raise StillhouseError("--teacher builds open mode's control; closed mode needs none (leave it out)")
+    if control_keys < 2:
+        raise StillhouseError("--control-keys must be at least 2 (each key is tested against the others)")
     check_evidence(evidence, overwrite)
     wm = load_key(key)
     chats, digest = load_chats(texts)
     chats = chats[:limit] if limit else chats
-    tok = load_tokenizer(tokenizer or _default_tokenizer())
+    tok = load_tokenizer(tokenizer or teacher or _default_tokenizer())
     inputs = {"texts": str(texts), "sha256": digest, "chats": len(chats)}
     start = {"mode": mode, "suspect": suspect, "key": wm.public(), "inputs": inputs}
+    control = None
+    if teacher is not None:
+        control = control_chats(teacher, chats, wm, keys=control_keys)
+        start["control"] = {"teacher": str(teacher), "keys": control_keys}
     verdict = record_verdict(
         "radioactivity",
         start,
-        lambda: test(suspect, wm, chats, tok, mode=mode, null_keys=null_keys),  # type: ignore[arg-type]
+        lambda: test(suspect, wm, chats, tok, mode=mode, null_keys=null_keys, control=control),  # type: ignore[arg-type]
         ledger=ledger,
         evidence=evidence,
         overwrite=overwrite,
@@ -142,6 +164,12 @@ def radioactivity(
         return
     null = verdict["null"]
     out.print(f"radioactivity ({mode}) of {suspect}: {verdict['summary']}")
+    if control is not None:
+        s = verdict["statistic"]
+        out.print(
+            f"against gamma alone (biased if the suspect shares our base): z {s['z']:.2f}, p {s['p_value']:.2g}; "
+            f"control: {verdict['control']['green']} of {verdict['control']['scored']} pairs green"
+        )
     out.print(
         f"null over {null['keys']} random keys: median p {null['median_p']:.3f}, "
         f"FPR@1% {null['fpr_at_0.01']:.1%}, KS-uniform p {null['ks_uniform_p']:.3f}"

@@ -6,9 +6,10 @@ it, and measure again. Every stage records itself in one ledger, so `stillhouse 
 tells the story afterwards; `report.json` holds the figures and `report.html` shows them.
 
 With `forensics`, the other half runs too: Ember serves with a KGW watermark (a fresh key, kept in the
-run directory), and after distillation the student and Pebble-before (the control) are tested for the
-watermark's radioactivity, asked who they are, and traced (lineage: closer to Ember, or to Pebble's weights,
-than the unrelated Flint and Slate are?); each verdict goes to the ledger and an evidence file.
+run directory), and after distillation the student and Pebble-before (the baseline) are tested for the
+watermark's radioactivity (against Ember's answers under fresh keys, since Pebble shares Ember's working),
+asked who they are, and traced (lineage: closer to Ember, or to Pebble's weights, than the unrelated Flint
+and Slate are?); each verdict goes to the ledger and an evidence file.
 
 Two held-out suites. The headline ("prompts") asks what distillation promises: prompts from the same
 distribution as the collected ones, with operands no collected prompt has (a capital is knowledge, so
@@ -43,7 +44,7 @@ from stillhouse.forensics.evidence import record_verdict
 from stillhouse.forensics.identity import identity
 from stillhouse.forensics.key import WatermarkKey, keygen
 from stillhouse.forensics.lineage import lineage
-from stillhouse.forensics.radioactivity import radioactivity
+from stillhouse.forensics.radioactivity import control_chats, radioactivity
 from stillhouse.provenance.ledger import LEDGER_FILE
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
@@ -209,23 +210,30 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
     return result
 
 
-def forensics(out: Path, key: WatermarkKey, ledger: Path, control: Path | None) -> dict[str, dict[str, Any]]:
+def forensics(out: Path, key: WatermarkKey, ledger: Path, before: Path | None) -> dict[str, dict[str, Any]]:
     """Radioactivity (open mode, on the collected watermarked chats), identity and lineage of the student and of
-    the control (the student before distillation); each verdict is ledgered and written to out/evidence/."""
+    the student before distillation (`before`); each verdict is ledgered and written to out/evidence/."""
     chats, digest = load_chats(out / "teacher-run")
     tok = load_tokenizer(teacher_path())
+    control = control_chats(teacher_path(), chats, key)  # Pebble-before shares Ember's working: open mode needs it
     inputs = {"texts": str(out / "teacher-run"), "sha256": digest, "chats": len(chats)}
     (out / "evidence").mkdir(exist_ok=True)
-    suspects = {"student_after": out / "student"} | ({"student_before": control} if control is not None else {})
-    # lineage asks of the student: Ember's outputs, its base's weights; of the control (its own base): Ember's
-    parents = {"student_after": [teacher_path(), *([control] if control else [])], "student_before": [teacher_path()]}
+    suspects = {"student_after": out / "student"} | ({"student_before": before} if before is not None else {})
+    # lineage asks of the student: Ember's outputs, its base's weights; of Pebble-before (its own base): Ember's
+    parents = {"student_after": [teacher_path(), *([before] if before else [])], "student_before": [teacher_path()]}
     probes, references = lineage_probes(), [str(p) for p in reference_paths()]
     verdicts = {}
     for who, model in suspects.items():
         radio = record_verdict(
             "radioactivity",
-            {"mode": "open", "suspect": str(model), "key": key.public(), "inputs": inputs},
-            partial(radioactivity, str(model), key, chats, tok, mode="open"),
+            {
+                "mode": "open",
+                "suspect": str(model),
+                "key": key.public(),
+                "inputs": inputs,
+                "control": {"teacher": "Ember", "keys": len(control.parts)},
+            },
+            partial(radioactivity, str(model), key, chats, tok, mode="open", control=control),
             ledger=ledger,
             evidence=out / "evidence" / f"{who}-radioactivity.json",
         )
@@ -251,7 +259,12 @@ def forensics(out: Path, key: WatermarkKey, ledger: Path, control: Path | None) 
         )
         null = {k: v for k, v in radio["null"].items() if k != "p_values"}
         verdicts[who] = {
-            "radioactivity": {"p_value": radio["p_value"], "summary": radio["summary"], "null": null},
+            "radioactivity": {
+                "p_value": radio["p_value"],
+                "summary": radio["summary"],
+                "null": null,
+                "control": {k: v for k, v in radio["control"].items() if k != "leave_one_out_p"},
+            },
             "identity": {"top": named["top"], "counts": named["counts"], "questions": named["questions"]},
             "lineage": _lineage_summary(traced),
         }

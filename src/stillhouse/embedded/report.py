@@ -158,10 +158,12 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
     rows = []
     for who, v in forensics["verdicts"].items():
         radio, named, null = v["radioactivity"], v["identity"], v["radioactivity"]["null"]
+        control = radio.get("control") or {}
         rows.append(
             [
                 who.replace("_", " "),
                 f"{radio['p_value']:.2g}",
+                f"{100 * control['green_rate']:.1f} % ({control['keys']} keys)" if control else "-",
                 f"{null['median_p']:.2f} / {100 * null['fpr_at_0.01']:.1f} % / {null['ks_uniform_p']:.2f}",
                 f"{named['top'] or 'none'} ({named['counts'].get(named['top'], 0)} of {named['questions']})",
                 v["lineage"]["summary"],
@@ -172,11 +174,23 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
         "<h2>Forensics: was the student trained on the watermarked teacher?</h2>"
         f"<p>Ember served with a KGW watermark (key {html.escape(str(key.get('fingerprint', '')))}, gamma "
         f"{key.get('gamma')}, delta {key.get('delta')}). Radioactivity, open mode: the suspect's next-token "
-        "predictions on the collected watermarked chats, each (context, token) window scored once; the null is "
-        "the same test under random keys. Lineage: is the model's behaviour on 120 held-out probes closer to "
+        "predictions on the collected watermarked chats, each (context, token) window scored once, and its green "
+        "rate tested against a control: Ember's answers to the same prompts under fresh keys, scored the same way "
+        "(Pebble shares Ember's working, which biases the plain binomial toward 'clean'). The null is the binomial "
+        "under random keys. Lineage: is the model's behaviour on 120 held-out probes closer to "
         "Ember (outputs, next-token distributions) or to Pebble (weights) than the unrelated Flint and Slate are, "
         "at p < 0.01 after correction? Evidence files are in evidence/.</p>"
-        + _table(["model", "p (open mode)", "null: median p / FPR at 1 % / KS p", "names itself", "lineage"], rows)
+        + _table(
+            [
+                "model",
+                "p (open mode, vs control)",
+                "control green rate",
+                "null: median p / FPR at 1 % / KS p",
+                "names itself",
+                "lineage",
+            ],
+            rows,
+        )
     )
 
 

@@ -18,6 +18,10 @@ class Chat:
 
     prompt: list[dict[str, Any]]
     answer: str | None
+    sampling: dict[str, Any] | None = None  # how our server was asked (from a run's requests): a control repeats it
+
+
+SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "stop")
 
 
 def load_chats(path: str | Path) -> tuple[list[Chat], str]:
@@ -30,7 +34,11 @@ def load_chats(path: str | Path) -> tuple[list[Chat], str]:
         if not (path / "store.sqlite").exists():
             raise StillhouseError(f"{path} is not a collect run directory (no store.sqlite); pass a run or a JSONL")
         with RunStore(path, create=False) as store:
-            chats = [Chat(e.messages, texts[0]) for e in store.exchanges("ok") if (texts := e.texts())]
+            chats = [
+                Chat(e.messages, texts[0], {k: e.request[k] for k in SAMPLING if k in e.request})
+                for e in store.exchanges("ok")
+                if (texts := e.texts())
+            ]
         return chats, file_sha256(path / "store.sqlite")
     if not path.is_file():
         raise StillhouseError(f"{path} does not exist; pass a collect run directory or a JSONL of chats")

@@ -12,6 +12,15 @@ A model fine-tuned on watermarked text picks up a slight preference for the gree
 
 Both report the exact binomial p-value and the same test under random keys, so a reader sees the test is
 calibrated on this very material, not only that p is small.
+
+Random keys cannot show one bias of open mode: where the suspect's first choice differs from our text's token,
+the watermark often pushed the text away from that choice, so a suspect close to our teacher (its own base, a
+sibling) predicts red tokens more often than gamma and the binomial p says "clean" with false confidence. The
+remedy needs the teacher, which the provider has: a control, our teacher's answers to the same prompts under
+fresh keys, each scored with its own key. The suspect never saw those keys, so under the null their scores and
+the true key's are exchangeable whatever the suspect's ancestry; open mode with a control tests the true key's
+green rate against the control's (Fisher's exact test), and leaves each control key out in turn against the
+rest as its null.
 """
 
 from __future__ import annotations
@@ -26,13 +35,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from scipy import stats
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from stillhouse.collect import collect
 from stillhouse.collect.store import RunStore
 from stillhouse.core.errors import StillhouseError
 from stillhouse.forensics.chats import Chat
-from stillhouse.forensics.detect import Pair, null_distribution, score_pairs, windows
+from stillhouse.forensics.detect import Pair, Score, null_distribution, score_pairs, windows
 from stillhouse.forensics.key import WatermarkKey
 from stillhouse.serve import serve_in_background
 
@@ -134,15 +144,21 @@ def served_model(base_url: str) -> str:
 
 
 def ask(
-    suspect: str, prompts: Sequence[list[dict[str, Any]]], *, temperature: float, samples: int, max_tokens: int
+    suspect: str,
+    prompts: Sequence[list[dict[str, Any]]],
+    *,
+    samples: int = 1,
+    watermark: WatermarkKey | None = None,
+    **sampling: Any,
 ) -> list[tuple[list[dict[str, Any]], str]]:
-    """The suspect's sampled answers to our prompts, collected like any other run (a model dir is served first).
+    """A model's answers to our prompts, collected like any other run (a model dir is served first, with
+    `watermark` if given); `sampling` is collect's (temperature, max_tokens, ...).
 
-    Sampling, not greedy decoding: a suspect's greedy answers repeat themselves and leave few pairs to score.
+    Suspects are sampled, not decoded greedily: greedy answers repeat themselves and leave few pairs to score.
     """
     if not suspect.startswith(("http://", "https://")):
-        with serve_in_background(suspect) as s:
-            return ask(s.base_url, prompts, temperature=temperature, samples=samples, max_tokens=max_tokens)
+        with serve_in_background(suspect, watermark=watermark) as s:
+            return ask(s.base_url, prompts, samples=samples, **sampling)
     with tempfile.TemporaryDirectory(prefix="stillhouse-radioactivity-") as tmp:
         file = Path(tmp) / "prompts.jsonl"
         file.write_text("".join(json.dumps({"id": f"q{i}", "messages": m}) + "\n" for i, m in enumerate(prompts)))
@@ -153,13 +169,78 @@ def ask(
             out=Path(tmp) / "run",
             purpose="evaluation",
             api_key_env="OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None,
-            temperature=temperature,
-            max_tokens=max_tokens,
             samples=samples,
             concurrency=32,
+            **sampling,
         )
         with RunStore(Path(tmp) / "run", create=False) as store:
             return [(e.messages, t) for e in store.exchanges("ok") for t in e.texts()]
+
+
+@dataclass(frozen=True)
+class Control:
+    """Our teacher's answers to the chats' prompts, a share under each fresh key: text no suspect was trained on."""
+
+    parts: list[tuple[WatermarkKey, list[Chat]]]
+
+
+def control_chats(teacher: str | Path, chats: Sequence[Chat], like: WatermarkKey, keys: int = 10) -> Control:
+    """Serve `teacher` under `keys` fresh keys (`like`'s gamma, delta, context), each answering every keys-th
+    prompt with the sampling our server was asked with, so the control is exchangeable with the chats."""
+    if keys < 2:
+        raise StillhouseError("a control needs at least 2 fresh keys (each is tested against the others)")
+    if not (Path(teacher) / "config.json").is_file():
+        raise StillhouseError(f"the control serves our teacher under fresh keys: {teacher} is not a model directory")
+    asked = [c for c in chats if c.answer]
+    settings = {json.dumps(c.sampling, sort_keys=True) for c in asked}
+    if not asked or any(not c.sampling for c in asked) or len(settings) != 1:
+        raise StillhouseError(
+            "a control repeats the sampling our server was asked with: pass the collect run directory "
+            "(its requests record it), with one sampling setting throughout"
+        )
+    sampling = dict(asked[0].sampling or {})
+    parts = []
+    for j in range(keys):
+        fresh = WatermarkKey.random(like.gamma, like.delta, like.context)
+        share = [c.prompt for c in asked[j::keys]]
+        parts.append((fresh, [Chat(m, a) for m, a in ask(str(teacher), share, watermark=fresh, **sampling)]))
+    return Control(parts)
+
+
+def fisher_greater(green: int, n: int, green0: int, n0: int) -> tuple[float, float]:
+    """(z, one-sided p) that green/n exceeds green0/n0: Fisher's exact test, and the pooled two-proportion z."""
+    if n == 0 or n0 == 0:
+        return 0.0, 1.0
+    table = [[green, n - green], [green0, n0 - green0]]
+    p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    pooled = (green + green0) / (n + n0)
+    se = (pooled * (1 - pooled) * (1 / n + 1 / n0)) ** 0.5
+    return ((green / n - green0 / n0) / se if se else 0.0), min(max(p, 0.0), 1.0)
+
+
+def against_control(
+    score: Score, model: torch.nn.Module, tok: PreTrainedTokenizerBase, control: Control, dedup: Dedup
+) -> dict[str, Any]:
+    """The true key's green rate against the control's, and each control key against the other keys."""
+    counts = []
+    for fresh, chats in control.parts:
+        pairs = open_pairs(model, tok, chats, fresh.context, dedup=dedup).pairs
+        s = score_pairs(fresh, pairs, dedup=False)
+        counts.append((s.green, s.scored))
+    green0, n0 = sum(g for g, _ in counts), sum(n for _, n in counts)
+    z, p = fisher_greater(score.green, score.scored, green0, n0)
+    left_out = [fisher_greater(g, n, green0 - g, n0 - n)[1] for g, n in counts]
+    return {
+        "keys": len(counts),
+        "chats": sum(len(c) for _, c in control.parts),
+        "green": green0,
+        "scored": n0,
+        "green_rate": round(green0 / n0, 6) if n0 else 0.0,
+        "test": "Fisher exact, one-sided: the true key's green rate above the control's",
+        "z": z,
+        "p_value": p,
+        "leave_one_out_p": [round(q, 6) for q in left_out],
+    }
 
 
 def _load_suspect(path: Path, tok: PreTrainedTokenizerBase) -> torch.nn.Module:
@@ -190,29 +271,38 @@ def radioactivity(
     max_tokens: int = 160,
     temperature: float = 1.0,
     samples: int = 1,
+    control: Control | None = None,
 ) -> dict[str, Any]:
-    """The test's result as a dict: statistic, p-value, the null over `null_keys` random keys, and the filters."""
+    """The test's result as a dict: statistic, p-value, the null over `null_keys` random keys, and the filters.
+
+    With a `control` (open mode only) the verdict's p-value is the test against the control; the binomial
+    against gamma stays in `statistic`.
+    """
     if mode not in ("open", "closed"):
         raise StillhouseError(f"unknown mode '{mode}'; use open (weights) or closed (an API)")
     if null_keys < 100:
         raise StillhouseError("the null needs at least 100 random keys to say anything about calibration")
     if not chats:
         raise StillhouseError("no chats to test with; pass our watermarked run (or its export) with answers")
+    if control is not None and mode != "open":
+        raise StillhouseError("a control corrects open mode's bias; closed mode needs none (leave out --teacher)")
+    model = None
     if mode == "open":
         if suspect.startswith(("http://", "https://")):
             raise StillhouseError("open mode reads the suspect's weights; for an API use --mode closed")
-        scored = open_pairs(_load_suspect(Path(suspect), tokenizer), tokenizer, chats, key.context, dedup=dedup)
+        model = _load_suspect(Path(suspect), tokenizer)
+        scored = open_pairs(model, tokenizer, chats, key.context, dedup=dedup)
         name = suspect
     else:
-        asked = ask(suspect, [c.prompt for c in chats], temperature=temperature, samples=samples, max_tokens=max_tokens)
+        asked = ask(suspect, [c.prompt for c in chats], samples=samples, temperature=temperature, max_tokens=max_tokens)
         prompts = [template_ids(tokenizer, m, add_generation_prompt=True) for m, _ in asked]
         answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] for _, a in asked]
         scored = closed_pairs(prompts, answer_ids, key.context)
         name = suspect
     score = score_pairs(key, scored.pairs, dedup=False)
     null = null_distribution(key, scored.pairs, n=null_keys)
-    summary = f"{score.green}/{score.scored} green (gamma {key.gamma}), z {score.z:.2f}, p {score.p_value:.3g}"
-    return {
+    summary = f"{score.green}/{score.scored} green (gamma {key.gamma}), z {score.z:.2f}, p {score.p_value:.2g}"
+    verdict = {
         "mode": mode,
         "dedup": dedup if mode == "open" else "pair",
         "suspect": name,
@@ -222,3 +312,8 @@ def radioactivity(
         "null": null.summary() | {"p_values": [round(p, 6) for p in null.p_values]},
         "summary": summary,
     }
+    if control is not None and model is not None:
+        c = against_control(score, model, tokenizer, control, dedup)
+        rate = f"{score.green_rate:.1%} green vs {c['green_rate']:.1%} under {c['keys']} fresh keys (control)"
+        verdict |= {"control": c, "p_value": c["p_value"], "summary": f"{rate}, z {c['z']:.2f}, p {c['p_value']:.2g}"}
+    return verdict
