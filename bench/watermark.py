@@ -32,7 +32,7 @@ from scipy import stats
 from transformers import AutoTokenizer
 
 from stillhouse.embedded import teacher_path, world
-from stillhouse.forensics.detect import detect_ids, null_keys
+from stillhouse.forensics.detect import detect_ids, null_keys, randomized_p
 from stillhouse.forensics.key import WatermarkKey
 from stillhouse.serve import serve_in_background
 from stillhouse.train.presets import fresh_model
@@ -65,10 +65,7 @@ def false_positives(texts: list[list[int]], key: WatermarkKey | None, seed: int 
     keys = [key] * len(texts) if key else null_keys(WatermarkKey(b"f" * 32), len(texts), seed=seed)
     scores = [detect_ids(k, [t]) for k, t in zip(keys, texts, strict=True)]
     p = np.array([s.p_value for s in scores])
-    rand = [
-        stats.binom.sf(s.green, s.scored, s.gamma) + rng.random() * stats.binom.pmf(s.green, s.scored, s.gamma)
-        for s in scores
-    ]
+    rand = [randomized_p(s, rng) for s in scores]
     return f"{len(p):>5} texts: FPR@1% {np.mean(p < 0.01):.2%}, KS-uniform p {stats.kstest(rand, 'uniform').pvalue:.3f}"
 
 

@@ -80,17 +80,26 @@ def null_keys(like: WatermarkKey, n: int, seed: int = 0) -> list[WatermarkKey]:
     ]
 
 
+def randomized_p(score: Score, rng: np.random.Generator) -> float:
+    """The randomised binomial p-value: exactly uniform under the null, where the exact p (a discrete statistic)
+    is not; the exact p stays the verdict, this one is for checking calibration (a KS test over 1,000 null keys
+    on the exact p rejects uniformity 23 % of the time at 1,946 pairs, 90 % at 300, from discreteness alone)."""
+    tail = stats.binom.sf(score.green, score.scored, score.gamma)
+    return float(tail + rng.random() * stats.binom.pmf(score.green, score.scored, score.gamma))
+
+
 @dataclass(frozen=True)
 class Null:
-    """p-values of the same test under random keys: uniform when the test is calibrated."""
+    """The same test under random keys: exact p-values (the FPR), and randomised ones (uniform if calibrated)."""
 
     p_values: list[float]
+    randomized: list[float]
 
     def summary(self, alpha: float = 0.01) -> dict[str, float | int]:
         p = np.asarray(self.p_values)
         return {
             "keys": len(p),
-            "ks_uniform_p": float(stats.kstest(p, "uniform").pvalue) if len(p) else 1.0,
+            "ks_uniform_p": float(stats.kstest(self.randomized, "uniform").pvalue) if len(p) else 1.0,
             "median_p": float(np.median(p)) if len(p) else 1.0,
             f"fpr_at_{alpha:g}": float((p < alpha).mean()) if len(p) else 0.0,
         }
@@ -99,7 +108,9 @@ class Null:
 def null_distribution(like: WatermarkKey, pairs: Sequence[Pair], n: int = 100, seed: int = 0) -> Null:
     """The test on the same (deduplicated) pairs under n random keys."""
     scored = unique(pairs)
-    return Null([score_pairs(k, scored, dedup=False).p_value for k in null_keys(like, n, seed)])
+    scores = [score_pairs(k, scored, dedup=False) for k in null_keys(like, n, seed)]
+    rng = np.random.default_rng(seed)
+    return Null([s.p_value for s in scores], [randomized_p(s, rng) for s in scores])
 
 
 def detect_ids(key: WatermarkKey, texts: Iterable[Sequence[int]], *, dedup: bool = True) -> Score:
