@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fake_upstream import cli
 from micro_models import collect_from_ember, micro_model
+from scipy import stats
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
@@ -19,7 +21,7 @@ from stillhouse.embedded import student_path, teacher_path
 from stillhouse.embedded import world as micro_world
 from stillhouse.forensics.chats import Chat, load_chats
 from stillhouse.forensics.key import WatermarkKey
-from stillhouse.forensics.radioactivity import closed_pairs, control_chats, radioactivity
+from stillhouse.forensics.radioactivity import closed_pairs, control_chats, key_spread_test, radioactivity
 from stillhouse.provenance.ledger import Ledger
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
@@ -66,25 +68,53 @@ def test_open_mode_catches_the_student_and_clears_a_model_that_never_saw_the_wat
 
 @pytest.fixture(scope="module")
 def control(world):
-    """Ember's answers to the same prompts under 4 fresh keys, as the real server gives them."""
-    return control_chats(teacher_path(), load_chats(world["run"])[0], KEY, keys=4)
+    """Ember's answers to the same prompts under 8 fresh keys, as the real server gives them."""
+    return control_chats(teacher_path(), load_chats(world["run"])[0], KEY, keys=8)
 
 
 def test_a_control_clears_our_own_teacher_where_the_binomial_is_biased_and_still_catches_the_student(
     world, tok, control
 ):
     chats, _ = load_chats(world["run"])
-    assert len(control.parts) == 4 and sum(len(c) for _, c in control.parts) >= 0.9 * len(chats)
+    assert len(control.parts) == 8 and sum(len(c) for _, c in control.parts) >= 0.9 * len(chats)
     assert all(fresh.secret != KEY.secret and fresh.delta == KEY.delta for fresh, _ in control.parts)
     # Ember's first choice, where it differs from its watermarked text, is often the token the watermark
     # rejected, so against gamma it looks far "cleaner" than chance (measured z -8.3); the control shares that
     ember = radioactivity(str(teacher_path()), KEY, chats, tok, mode="open", control=control)
     assert ember["statistic"]["z"] < -3, ember["statistic"]
     assert ember["p_value"] == ember["control"]["p_value"] > 1e-3, ember["summary"]
-    assert len(ember["control"]["leave_one_out_p"]) == 4 and "fresh keys (control)" in ember["summary"]
+    assert len(ember["control"]["leave_one_out_p"]) == 8 and "fresh keys (control)" in ember["summary"]
     caught = radioactivity(str(world["student"]), KEY, chats, tok, mode="open", control=control)
-    assert caught["p_value"] < 1e-2, caught["summary"]  # measured 4e-4
-    assert caught["statistic"]["green"] / caught["statistic"]["scored"] > caught["control"]["green_rate"]
+    # keys differ here by ~3 points, as much as 160 chats move this student, so the test (conservative) is weak:
+    # p < 1e-4 to 0.042 over 8 controls of 8 keys (t 2.0 to 9.3); bench/radioactivity.py has the dose table
+    assert caught["p_value"] < 0.1 and caught["p_value"] < ember["p_value"], caught["summary"]
+    assert caught["control"]["true_green_rate"] > caught["control"]["green_rate"]
+
+
+def test_the_control_test_holds_its_level_when_keys_differ_by_more_than_sampling_noise():
+    """Keys whose green rates spread around 20 % (sd 1 point, about what Ember's text shows at delta 8): a pooled
+    two-proportion test calls a fresh key radioactive far too often; the prediction t keeps alpha, exactly where
+    the key effect dominates and conservatively where a control key's share adds its own noise."""
+    rng = np.random.default_rng(0)
+
+    def rejections(share: int, pooled: bool = False) -> float:
+        hits = 0
+        for _ in range(1000):
+            rates = rng.normal(0.20, 0.01, 11).clip(0.01, 0.99)
+            keys = [(int(rng.binomial(share, r)), share) for r in rates[1:]]
+            green = int(rng.binomial(10 * share, rates[0]))
+            if pooled:
+                g0 = sum(g for g, _ in keys)
+                table = [[green, 10 * share - green], [g0, 10 * share - g0]]
+                hits += stats.fisher_exact(table, alternative="greater")[1] < 0.05
+            else:
+                hits += key_spread_test(green, 10 * share, keys)[1] < 0.05
+        return hits / 1000
+
+    assert 0.03 < rejections(1_000_000) < 0.075
+    assert rejections(1000) < 0.05
+    assert rejections(1000, pooled=True) > 0.15  # why the pooled test was replaced
+    assert key_spread_test(2600, 10_000, [(200, 1000)] * 5 + [(210, 1000)] * 5)[1] < 1e-5
 
 
 def test_a_control_is_refused_when_it_cannot_be_exchangeable(world, tok, control, tmp_path):
@@ -99,6 +129,8 @@ def test_a_control_is_refused_when_it_cannot_be_exchangeable(world, tok, control
         control_chats(teacher_path(), chats, KEY, keys=1)
     with pytest.raises(StillhouseError, match="not a model directory"):
         control_chats(tmp_path, chats, KEY)
+    with pytest.raises(StillhouseError, match="built from other chats"):
+        radioactivity(str(world["student"]), KEY, chats[:-3], tok, mode="open", control=control)
     with pytest.raises(StillhouseError, match="closed mode needs none"):
         radioactivity("http://127.0.0.1:9/v1", KEY, chats, tok, mode="closed", control=control)
 

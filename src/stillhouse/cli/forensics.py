@@ -168,7 +168,8 @@ def radioactivity(
         s = verdict["statistic"]
         out.print(
             f"against gamma alone (biased if the suspect shares our base): z {s['z']:.2f}, p {s['p_value']:.2g}; "
-            f"control: {verdict['control']['green']} of {verdict['control']['scored']} pairs green"
+            f"control: {verdict['control']['green']} of {verdict['control']['scored']} pairs green, key rates "
+            f"{min(verdict['control']['key_rates']):.1%} to {max(verdict['control']['key_rates']):.1%}"
         )
     out.print(
         f"null over {null['keys']} random keys: median p {null['median_p']:.3f}, "

@@ -151,6 +151,10 @@ def _ledger(path: Path) -> str:
     )
 
 
+def _rates(control: dict[str, Any]) -> str:
+    return f"{100 * control['true_green_rate']:.1f} % / {100 * control['green_rate']:.1f} % ({control['keys']} keys)"
+
+
 def _forensics(forensics: dict[str, Any] | None) -> str:
     """The detect half's verdicts on the student and on the control, if the run served a watermark."""
     if not forensics:
@@ -163,7 +167,7 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
             [
                 who.replace("_", " "),
                 f"{radio['p_value']:.2g}",
-                f"{100 * control['green_rate']:.1f} % ({control['keys']} keys)" if control else "-",
+                _rates(control) if control else "-",
                 f"{null['median_p']:.2f} / {100 * null['fpr_at_0.01']:.1f} % / {null['ks_uniform_p']:.2f}",
                 f"{named['top'] or 'none'} ({named['counts'].get(named['top'], 0)} of {named['questions']})",
                 v["lineage"]["summary"],
@@ -175,16 +179,17 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
         f"<p>Ember served with a KGW watermark (key {html.escape(str(key.get('fingerprint', '')))}, gamma "
         f"{key.get('gamma')}, delta {key.get('delta')}). Radioactivity, open mode: the suspect's next-token "
         "predictions on the collected watermarked chats, each (context, token) window scored once, and its green "
-        "rate tested against a control: Ember's answers to the same prompts under fresh keys, scored the same way "
-        "(Pebble shares Ember's working, which biases the plain binomial toward 'clean'). The null is the binomial "
-        "under random keys. Lineage: is the model's behaviour on 120 held-out probes closer to "
+        "rate tested against a control: Ember's answers to the same prompts under fresh keys, scored the same way, "
+        "our key tested as one more draw from the fresh keys' spread (Pebble shares Ember's working, which biases "
+        "the plain binomial toward 'clean'). The null is the binomial under random keys. Lineage: is the model's "
+        "behaviour on 120 held-out probes closer to "
         "Ember (outputs, next-token distributions) or to Pebble (weights) than the unrelated Flint and Slate are, "
         "at p < 0.01 after correction? Evidence files are in evidence/.</p>"
         + _table(
             [
                 "model",
                 "p (open mode, vs control)",
-                "control green rate",
+                "green rate: our key / fresh keys",
                 "null: median p / FPR at 1 % / KS p",
                 "names itself",
                 "lineage",

@@ -19,8 +19,8 @@ sibling) predicts red tokens more often than gamma and the binomial p says "clea
 remedy needs the teacher, which the provider has: a control, our teacher's answers to the same prompts under
 fresh keys, each scored with its own key. The suspect never saw those keys, so under the null their scores and
 the true key's are exchangeable whatever the suspect's ancestry; open mode with a control tests the true key's
-green rate against the control's (Fisher's exact test), and leaves each control key out in turn against the
-rest as its null.
+green rate against the control keys' spread (a prediction t: keys differ by more than sampling noise), and leaves
+each control key out in turn against the rest as its null.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from stillhouse.collect import collect
 from stillhouse.collect.store import RunStore
 from stillhouse.core.errors import StillhouseError
 from stillhouse.forensics.chats import Chat
-from stillhouse.forensics.detect import Pair, Score, null_distribution, score_pairs, windows
+from stillhouse.forensics.detect import Pair, null_distribution, score_pairs, windows
 from stillhouse.forensics.key import WatermarkKey
 from stillhouse.serve import serve_in_background
 
@@ -179,8 +179,10 @@ def ask(
 
 @dataclass(frozen=True)
 class Control:
-    """Our teacher's answers to the chats' prompts, a share under each fresh key: text no suspect was trained on."""
+    """Our teacher's answers to the chats' prompts, a share under each fresh key (text no suspect was trained
+    on), beside our watermarked chats cut into the same shares, so that each side is scored share by share."""
 
+    marked: list[list[Chat]]
     parts: list[tuple[WatermarkKey, list[Chat]]]
 
 
@@ -199,45 +201,68 @@ def control_chats(teacher: str | Path, chats: Sequence[Chat], like: WatermarkKey
             "(its requests record it), with one sampling setting throughout"
         )
     sampling = dict(asked[0].sampling or {})
+    marked = [asked[j::keys] for j in range(keys)]
     parts = []
-    for j in range(keys):
+    for share in marked:
         fresh = WatermarkKey.random(like.gamma, like.delta, like.context)
-        share = [c.prompt for c in asked[j::keys]]
-        parts.append((fresh, [Chat(m, a) for m, a in ask(str(teacher), share, watermark=fresh, **sampling)]))
-    return Control(parts)
+        answered = ask(str(teacher), [c.prompt for c in share], watermark=fresh, **sampling)
+        parts.append((fresh, [Chat(m, a) for m, a in answered]))
+    return Control(marked, parts)
 
 
-def fisher_greater(green: int, n: int, green0: int, n0: int) -> tuple[float, float]:
-    """(z, one-sided p) that green/n exceeds green0/n0: Fisher's exact test, and the pooled two-proportion z."""
-    if n == 0 or n0 == 0:
+def key_spread_test(green: int, n: int, control: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """(t, one-sided p) that a key's green rate green/n lies above the control keys' rates, (green, n) per key.
+
+    Keys differ by more than sampling noise (each steers its own text; with a small vocabulary a few frequent
+    pairs weigh a lot), and pairs sharing a window are not independent, so neither a pooled two-proportion test
+    nor a binomial variance holds its level. The key is tested as one more draw from the control keys (a
+    prediction t-test, len(control) - 1 degrees of freedom), which uses only the keys' observed spread; it is
+    conservative, since the key's rate over all shares is less noisy than a control key's over one.
+    """
+    rates = [g / m for g, m in control if m]
+    k = len(rates)
+    if n == 0 or k < 2:
         return 0.0, 1.0
-    table = [[green, n - green], [green0, n0 - green0]]
-    p = float(stats.fisher_exact(table, alternative="greater").pvalue)
-    pooled = (green + green0) / (n + n0)
-    se = (pooled * (1 - pooled) * (1 / n + 1 / n0)) ** 0.5
-    return ((green / n - green0 / n0) / se if se else 0.0), min(max(p, 0.0), 1.0)
+    mean = sum(rates) / k
+    sd = (sum((r - mean) ** 2 for r in rates) / (k - 1)) ** 0.5
+    if sd == 0:
+        return 0.0, 1.0
+    t = (green / n - mean) / (sd * (1 + 1 / k) ** 0.5)
+    return t, min(max(float(stats.t.sf(t, k - 1)), 0.0), 1.0)
 
 
 def against_control(
-    score: Score, model: torch.nn.Module, tok: PreTrainedTokenizerBase, control: Control, dedup: Dedup
+    key: WatermarkKey, model: torch.nn.Module, tok: PreTrainedTokenizerBase, control: Control, dedup: Dedup
 ) -> dict[str, Any]:
-    """The true key's green rate against the control's, and each control key against the other keys."""
-    counts = []
-    for fresh, chats in control.parts:
-        pairs = open_pairs(model, tok, chats, fresh.context, dedup=dedup).pairs
-        s = score_pairs(fresh, pairs, dedup=False)
-        counts.append((s.green, s.scored))
-    green0, n0 = sum(g for g, _ in counts), sum(n for _, n in counts)
-    z, p = fisher_greater(score.green, score.scored, green0, n0)
-    left_out = [fisher_greater(g, n, green0 - g, n0 - n)[1] for g, n in counts]
+    """The true key's green rate against the control keys', and each control key against the other keys.
+
+    Both sides are deduplicated share by share: pooling the true key's pairs over all chats while each control
+    key dedups over its own share favours the true key (measured: 22.6 % pooled, 21.0 % share by share, control
+    19.4 %, on a key no suspect saw)."""
+
+    def counts(k: WatermarkKey, chats: Sequence[Chat]) -> tuple[int, int]:
+        s = score_pairs(k, open_pairs(model, tok, chats, k.context, dedup=dedup).pairs, dedup=False)
+        return s.green, s.scored
+
+    ours = [counts(key, share) for share in control.marked]
+    theirs = [counts(fresh, chats) for fresh, chats in control.parts]
+    green, n = sum(g for g, _ in ours), sum(m for _, m in ours)
+    green0, n0 = sum(g for g, _ in theirs), sum(m for _, m in theirs)
+    t, p = key_spread_test(green, n, theirs)
+    left_out = [key_spread_test(g, m, theirs[:j] + theirs[j + 1 :])[1] for j, (g, m) in enumerate(theirs)]
     return {
-        "keys": len(counts),
+        "keys": len(theirs),
         "chats": sum(len(c) for _, c in control.parts),
+        "true_green": green,
+        "true_scored": n,
+        "true_green_rate": round(green / n, 6) if n else 0.0,
         "green": green0,
         "scored": n0,
         "green_rate": round(green0 / n0, 6) if n0 else 0.0,
-        "test": "Fisher exact, one-sided: the true key's green rate above the control's",
-        "z": z,
+        "key_rates": [round(g / m, 6) if m else 0.0 for g, m in theirs],
+        "test": f"prediction t ({len(theirs) - 1} df), one-sided: the true key's green rate above the control "
+        "keys', both deduplicated share by share",
+        "t": t,
         "p_value": p,
         "leave_one_out_p": [round(q, 6) for q in left_out],
     }
@@ -286,6 +311,10 @@ def radioactivity(
         raise StillhouseError("no chats to test with; pass our watermarked run (or its export) with answers")
     if control is not None and mode != "open":
         raise StillhouseError("a control corrects open mode's bias; closed mode needs none (leave out --teacher)")
+    if control is not None and sorted(c.answer or "" for s in control.marked for c in s) != sorted(
+        c.answer for c in chats if c.answer
+    ):
+        raise StillhouseError("the control was built from other chats; build it from the chats you test with")
     model = None
     if mode == "open":
         if suspect.startswith(("http://", "https://")):
@@ -313,7 +342,7 @@ def radioactivity(
         "summary": summary,
     }
     if control is not None and model is not None:
-        c = against_control(score, model, tokenizer, control, dedup)
-        rate = f"{score.green_rate:.1%} green vs {c['green_rate']:.1%} under {c['keys']} fresh keys (control)"
-        verdict |= {"control": c, "p_value": c["p_value"], "summary": f"{rate}, z {c['z']:.2f}, p {c['p_value']:.2g}"}
+        c = against_control(key, model, tokenizer, control, dedup)
+        rate = f"{c['true_green_rate']:.1%} green vs {c['green_rate']:.1%} under {c['keys']} fresh keys (control)"
+        verdict |= {"control": c, "p_value": c["p_value"], "summary": f"{rate}, t {c['t']:.2f}, p {c['p_value']:.2g}"}
     return verdict
