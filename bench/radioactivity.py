@@ -7,17 +7,21 @@ run) the base student (default: Pebble) is fine-tuned on the mix with `stillhous
 student. Each row prints the p-value with the real key, and the null (the same test under random keys): its
 KS-uniform p and its FPR at alpha 1 %. Open mode prints two p-values: against gamma (the binomial, biased
 toward 'clean' when the student shares the teacher's base) and against the control (the teacher's answers
-under --control-keys fresh keys, built once), which is the verdict. At dose 0 the null is run over
+under --control-keys fresh keys, built once; our key tested as one more draw from their spread), which is the
+verdict. The defaults are the quickstart's student (4,000 prompts, 450 steps of batch 32, lr 2e-3): about
+25 min on 2 quiet cores, keep --threads 2 and run it alone. At dose 0 the null is run over
 --fpr-keys keys so the FPR is measured, not guessed. Targets (issue 16): open p < 1e-5 at 5 %, closed
 p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR at 1 % within [0.5 %, 2 %].
 
 The real-text track (--real DIR, set up by bench/real_text.py): SmolLM2-135M-Instruct is the teacher and, as a
 copy LoRA-fine-tuned on the mix, the student, on varied open-ended prompts at the default delta 2.
 
-    python bench/radioactivity.py                          # Ember / Pebble, delta 8 (the micro-world needs it)
+    python bench/radioactivity.py --threads 2 --out DIR    # Ember / Pebble, delta 8 (the micro-world needs it)
+    python bench/radioactivity.py --prompts 800 --probe 300 --steps 150 --batch 16 --lr 1e-3   # 5 min
     python bench/radioactivity.py --delta 2 --doses 0,1 --prompts 400 --steps 100
     python bench/radioactivity.py --teacher DIR --student DIR
-    python bench/radioactivity.py --real ~/.cache/stillhouse/smollm2-135m-instruct --doses 0,0.05,1
+    python bench/radioactivity.py --real ~/.cache/stillhouse/smollm2-135m-instruct --doses 0,0.05,1 \
+        --prompts 400 --probe 100 --steps 60 --batch 8
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +44,7 @@ from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import student_path, teacher_path, world
 from stillhouse.forensics.chats import Chat, load_chats
 from stillhouse.forensics.detect import detect_texts
-from stillhouse.forensics.key import WatermarkKey
+from stillhouse.forensics.key import WatermarkKey, keygen
 from stillhouse.forensics.radioactivity import control_chats, radioactivity
 from stillhouse.serve import serve_in_background
 from stillhouse.train import TrainConfig, train
@@ -94,9 +99,9 @@ def row(label: str, v: dict) -> str:
         c = v["control"]
         loo = sorted(c["leave_one_out_p"])
         line += (
-            f"\n  {'control':<8} p {c['p_value']:>9.2e}  z {c['z']:>6.2f}  green {s['green'] / s['scored']:.1%} vs "
-            f"{c['green_rate']:.1%} ({c['scored']} pairs, {c['keys']} keys; leave-one-out p min {loo[0]:.2f} "
-            f"median {loo[len(loo) // 2]:.2f})"
+            f"\n  {'control':<8} p {c['p_value']:>9.2e}  t {c['t']:>6.2f}  green {c['true_green_rate']:.1%} vs "
+            f"{c['green_rate']:.1%} ({c['true_scored']} / {c['scored']} pairs, {c['keys']} keys, key sd "
+            f"{statistics.stdev(c['key_rates']):.1%}; leave-one-out p min {loo[0]:.2f} median {loo[len(loo) // 2]:.2f})"
         )
     return line
 
@@ -106,12 +111,12 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, default=None, help="default: Ember")
     ap.add_argument("--student", type=Path, default=None, help="base student (default: Pebble)")
     ap.add_argument("--real", type=Path, default=None, help="SmolLM2 directory: the real-text track")
-    ap.add_argument("--prompts", type=int, default=800)
-    ap.add_argument("--probe", type=int, default=300, help="fresh prompts for closed mode")
+    ap.add_argument("--prompts", type=int, default=4000, help="training prompts (the quickstart's 4,000)")
+    ap.add_argument("--probe", type=int, default=1000, help="fresh prompts for closed mode")
     ap.add_argument("--doses", default="0,0.01,0.05,0.25,1")
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=450, help="default: the quickstart's 450 steps of batch 32")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--delta", type=float, default=None, help="default: 8 (micro-world), 2 (--real)")
     ap.add_argument("--max-tokens", type=int, default=None, help="default: 160 (micro-world), 96 (--real)")
     ap.add_argument("--lora", action="store_true", help="LoRA (r 16) instead of full fine-tuning (--real: on)")
@@ -121,7 +126,7 @@ def main() -> None:
     ap.add_argument("--control-keys", type=int, default=10, help="fresh keys for open mode's control")
     ap.add_argument("--fpr-keys", type=int, default=1000, help="null keys at dose 0, to measure the FPR")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None, help="keep the runs and students here")
+    ap.add_argument("--out", type=Path, default=None, help="keep the runs, students and key (key.json) here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
@@ -138,11 +143,11 @@ def main() -> None:
     max_tokens = args.max_tokens or (96 if real else 160)
     lora = args.lora or real
     tok = AutoTokenizer.from_pretrained(teacher)
-    key = WatermarkKey.random(args.gamma, delta, args.context)
     doses = [float(d) for d in args.doses.split(",")]
     tmp = tempfile.TemporaryDirectory(prefix="bench-radio-")
     root = args.out or Path(tmp.name)
     root.mkdir(parents=True, exist_ok=True)
+    key = keygen(root / "key.json", gamma=args.gamma, delta=delta, context=args.context)  # kept: re-test with the CLI
 
     t0 = time.perf_counter()
     train_prompts = write_prompts(root / "prompts.jsonl", train_records)
