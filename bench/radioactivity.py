@@ -8,10 +8,13 @@ student. Each row prints the p-value with the real key, and the null (the same t
 KS-uniform p and its FPR at alpha 1 %. Open mode prints two p-values: against gamma (the binomial, biased
 toward 'clean' when the student shares the teacher's base) and against the control (the teacher's answers
 under --control-keys fresh keys, built once; our key tested as one more draw from their spread), which is the
-verdict. The defaults are the quickstart's student (4,000 prompts, 450 steps of batch 32, lr 2e-3): about
-25 min on 2 quiet cores, keep --threads 2 and run it alone. At dose 0 the null is run over
---fpr-keys keys so the FPR is measured, not guessed. Targets (issue 16): open p < 1e-5 at 5 %, closed
-p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR at 1 % within [0.5 %, 2 %].
+verdict. The served row is the paper's supervised setting: the provider knows which chats it served the suspect
+(its account's logs), here the mix's watermarked ones (at dose 0 the 5 % share, which the clean student was
+trained on unwatermarked: the row's calibration), at most --served-max of them, and every one of --served-keys
+fresh keys answers all of them (a full control). The defaults are the quickstart's student (4,000 prompts, 450
+steps of batch 32, lr 2e-3): about 30 min on 2 quiet cores, keep --threads 2 and run it alone. At dose 0 the
+null is run over --fpr-keys keys so the FPR is measured, not guessed. Targets (issue 16): open p < 1e-5 at 5 %,
+closed p < 1e-5 at 100 %, at 0 % KS p > 0.05 and FPR at 1 % within [0.5 %, 2 %].
 
 The real-text track (--real DIR, set up by bench/real_text.py): SmolLM2-135M-Instruct is the teacher and, as a
 copy LoRA-fine-tuned on the mix, the student, on varied open-ended prompts at the default delta 2.
@@ -76,12 +79,18 @@ def answers(teacher: Path, key: WatermarkKey | None, prompts: Path, out: Path, m
     return load_chats(out)[0]
 
 
+def served(n: int, dose: float, seed: int) -> list[int]:
+    """Which of n training prompts the watermarked server answered at this dose: the first of one shuffle, so
+    that a higher dose serves a superset."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[: round(dose * n)])
+
+
 def mix(marked: list[Chat], plain: list[Chat], dose: float, path: Path, seed: int) -> Path:
     """The same prompts, a `dose` share of them answered by the watermarked run."""
     by_prompt = {json.dumps(c.prompt): c for c in plain}
-    order = list(range(len(marked)))
-    random.Random(seed).shuffle(order)
-    chosen = set(order[: round(dose * len(marked))])
+    chosen = set(served(len(marked), dose, seed))
     with path.open("w") as f:
         for i, c in enumerate(marked):
             answer = c.answer if i in chosen else by_prompt[json.dumps(c.prompt)].answer
@@ -124,6 +133,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=1)
     ap.add_argument("--null-keys", type=int, default=100)
     ap.add_argument("--control-keys", type=int, default=10, help="fresh keys for open mode's control")
+    ap.add_argument("--served-keys", type=int, default=20, help="fresh keys for the served row's full control")
+    ap.add_argument("--served-max", type=int, default=320, help="at most this many served chats (a random subset)")
     ap.add_argument("--fpr-keys", type=int, default=1000, help="null keys at dose 0, to measure the FPR")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="keep the runs, students and key (key.json) here")
@@ -178,9 +189,15 @@ def main() -> None:
         s = str(root / f"student-{tag}")
         opened = radioactivity(s, key, marked, tok, mode="open", null_keys=null, control=control)
         closed = radioactivity(s, key, probe, tok, mode="closed", null_keys=null, max_tokens=max_tokens)
+        given = [marked[i] for i in served(len(marked), dose or 0.05, seed=0)]
+        if len(given) > args.served_max:
+            given = sorted(random.Random(1).sample(given, args.served_max), key=marked.index)
+        full = control_chats(teacher, given, key, keys=args.served_keys, full=True)
+        logged = radioactivity(s, key, given, tok, mode="open", null_keys=args.null_keys, control=full)
         print(f"dose {dose:>6.0%}  ({time.perf_counter() - t1:.0f} s)")
         print("  " + row("open", opened))
         print("  " + row("closed", closed))
+        print("  " + row(f"served {len(given)}", logged))
     tmp.cleanup()
 
 

@@ -91,6 +91,21 @@ def test_a_control_clears_our_own_teacher_where_the_binomial_is_biased_and_still
     assert caught["control"]["true_green_rate"] > caught["control"]["green_rate"]
 
 
+def test_a_full_control_on_the_chats_a_suspect_was_served_catches_it_and_clears_our_teacher(world, tok):
+    """The supervised setting: the provider knows which chats it served the suspect (here 48 of them), and every
+    fresh key answers all of them, so each key is scored on the same prompts as ours."""
+    served = load_chats(world["run"])[0][:48]
+    full = control_chats(teacher_path(), served, KEY, keys=8, full=True)
+    assert len(full.marked) == 1 and all(len(c) == len(served) for _, c in full.parts)
+    ember = radioactivity(str(teacher_path()), KEY, served, tok, mode="open", control=full)
+    caught = radioactivity(str(world["student"]), KEY, served, tok, mode="open", control=full)
+    assert ember["control"]["shape"] == caught["control"]["shape"] == "full"
+    assert ember["p_value"] > 1e-3, ember["summary"]
+    assert caught["p_value"] < 1e-3, caught["summary"]
+    # copies of the text's token count against a control, not against gamma
+    assert caught["control"]["true_scored"] > caught["statistic"]["scored"]
+
+
 def test_the_control_test_holds_its_level_when_keys_differ_by_more_than_sampling_noise():
     """Keys whose green rates spread around 20 % (sd 1 point, about what Ember's text shows at delta 8): a pooled
     two-proportion test calls a fresh key radioactive far too often; the prediction t keeps alpha, exactly where

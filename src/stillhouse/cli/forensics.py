@@ -113,6 +113,13 @@ def radioactivity(
         ),
     ] = None,
     control_keys: Annotated[int, typer.Option(help="Fresh keys for the control (each answers a share).")] = 10,
+    full_control: Annotated[
+        bool,
+        typer.Option(
+            help="Every control key answers every chat (--control-keys times the answers): a sharper test, for "
+            "the chats one suspect was served (its account's logs)."
+        ),
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="Use at most this many chats.")] = None,
     ledger: Ledger = None,
     evidence: Evidence = None,
@@ -138,6 +145,8 @@ def radioactivity(
         raise StillhouseError("--null-keys must be at least 100")
     if teacher is not None and mode != "open":
         raise StillhouseError("--teacher builds open mode's control; closed mode needs none (leave it out)")
+    if full_control and teacher is None:
+        raise StillhouseError("--full-control shapes the control that --teacher builds; pass --teacher too")
     if control_keys < 2:
         raise StillhouseError("--control-keys must be at least 2 (each key is tested against the others)")
     check_evidence(evidence, overwrite)
@@ -149,8 +158,8 @@ def radioactivity(
     start = {"mode": mode, "suspect": suspect, "key": wm.public(), "inputs": inputs}
     control = None
     if teacher is not None:
-        control = control_chats(teacher, chats, wm, keys=control_keys)
-        start["control"] = {"teacher": str(teacher), "keys": control_keys}
+        control = control_chats(teacher, chats, wm, keys=control_keys, full=full_control)
+        start["control"] = {"teacher": str(teacher), "keys": control_keys, "full": full_control}
     verdict = record_verdict(
         "radioactivity",
         start,

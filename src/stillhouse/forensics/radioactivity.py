@@ -21,6 +21,17 @@ fresh keys, each scored with its own key. The suspect never saw those keys, so u
 the true key's are exchangeable whatever the suspect's ancestry; open mode with a control tests the true key's
 green rate against the control keys' spread (a prediction t: keys differ by more than sampling noise), and leaves
 each control key out in turn against the rest as its null.
+
+Exchangeability also lets the control count the positions where the suspect predicts the text's own token:
+against gamma they would make any model that predicts our text well look radioactive, but a control key's text is
+predicted as well as ours by a clean suspect, so only memorising our text lifts our key above the others. That is
+where the signal of a small dose lies (measured on the embedded default: a student trained on 5 % watermarked
+chats predicts the green tokens of the chats it was served, and of no other text). Two shapes of control:
+
+- shared (default): each fresh key answers a share of the prompts, so the control costs one answer per chat;
+- full: every fresh key answers every prompt (keys x chats answers), so each key is scored on the same prompts
+  as ours; for the chats one suspect was served (the provider's logs of its account), the paper's supervised
+  setting.
 """
 
 from __future__ import annotations
@@ -74,12 +85,14 @@ def open_pairs(
     context: int,
     *,
     dedup: Dedup = "pair",
+    keep_copies: bool = False,
     batch_size: int = 16,
 ) -> Scored:
     """(text window, suspect's top-1 prediction) at every answer position of our chats, filtered and deduplicated.
 
     dedup "pair" scores each distinct (window, prediction) once, as the paper's tape does; "window" scores each
-    window once (stricter, and with a small vocabulary and context 1 it leaves very few to score).
+    window once (stricter, and with a small vocabulary and context 1 it leaves very few to score). Predictions of
+    the text's own token are left out unless `keep_copies`, which only a test against a control may ask for.
     """
     rows = []
     for c in chats:
@@ -105,11 +118,12 @@ def open_pairs(
                 positions += 1
                 if pred[i - 1] == row[i]:
                     copies += 1
-                    continue
+                    if not keep_copies:
+                        continue
                 window = tuple(row[i - context : i])
                 kept.setdefault(window if dedup == "window" else (*window, pred[i - 1]), (window, pred[i - 1]))
     pairs = list(kept.values())
-    repeated = positions - copies - len(pairs)
+    repeated = positions - (0 if keep_copies else copies) - len(pairs)
     return Scored(pairs, {"positions": positions, "predicted_the_text": copies, "repeated": repeated})
 
 
@@ -179,16 +193,20 @@ def ask(
 
 @dataclass(frozen=True)
 class Control:
-    """Our teacher's answers to the chats' prompts, a share under each fresh key (text no suspect was trained
-    on), beside our watermarked chats cut into the same shares, so that each side is scored share by share."""
+    """Our teacher's answers to the chats' prompts under fresh keys (text no suspect was trained on), beside our
+    watermarked chats cut into the same shares, so that each side is scored share by share. A full control has
+    one share: every key answered every prompt."""
 
     marked: list[list[Chat]]
     parts: list[tuple[WatermarkKey, list[Chat]]]
 
 
-def control_chats(teacher: str | Path, chats: Sequence[Chat], like: WatermarkKey, keys: int = 10) -> Control:
+def control_chats(
+    teacher: str | Path, chats: Sequence[Chat], like: WatermarkKey, keys: int = 10, *, full: bool = False
+) -> Control:
     """Serve `teacher` under `keys` fresh keys (`like`'s gamma, delta, context), each answering every keys-th
-    prompt with the sampling our server was asked with, so the control is exchangeable with the chats."""
+    prompt (or, `full`, every prompt) with the sampling our server was asked with, so the control is exchangeable
+    with the chats."""
     if keys < 2:
         raise StillhouseError("a control needs at least 2 fresh keys (each is tested against the others)")
     if not (Path(teacher) / "config.json").is_file():
@@ -201,9 +219,10 @@ def control_chats(teacher: str | Path, chats: Sequence[Chat], like: WatermarkKey
             "(its requests record it), with one sampling setting throughout"
         )
     sampling = dict(asked[0].sampling or {})
-    marked = [asked[j::keys] for j in range(keys)]
+    marked = [asked] if full else [asked[j::keys] for j in range(keys)]
     parts = []
-    for share in marked:
+    for j in range(keys):
+        share = marked[0 if full else j]
         fresh = WatermarkKey.random(like.gamma, like.delta, like.context)
         answered = ask(str(teacher), [c.prompt for c in share], watermark=fresh, **sampling)
         parts.append((fresh, [Chat(m, a) for m, a in answered]))
@@ -216,8 +235,9 @@ def key_spread_test(green: int, n: int, control: Sequence[tuple[int, int]]) -> t
     Keys differ by more than sampling noise (each steers its own text; with a small vocabulary a few frequent
     pairs weigh a lot), and pairs sharing a window are not independent, so neither a pooled two-proportion test
     nor a binomial variance holds its level. The key is tested as one more draw from the control keys (a
-    prediction t-test, len(control) - 1 degrees of freedom), which uses only the keys' observed spread; it is
-    conservative, since the key's rate over all shares is less noisy than a control key's over one.
+    prediction t-test, len(control) - 1 degrees of freedom), which uses only the keys' observed spread. Against a
+    shared control it is conservative (the key's rate over all shares is less noisy than a control key's over one);
+    against a full control every key is scored on the same prompts, as the t assumes.
     """
     rates = [g / m for g, m in control if m]
     k = len(rates)
@@ -238,10 +258,10 @@ def against_control(
 
     Both sides are deduplicated share by share: pooling the true key's pairs over all chats while each control
     key dedups over its own share favours the true key (measured: 22.6 % pooled, 21.0 % share by share, control
-    19.4 %, on a key no suspect saw)."""
+    19.4 %, on a key no suspect saw). Predictions of the text's own token count on both sides (see the module)."""
 
     def counts(k: WatermarkKey, chats: Sequence[Chat]) -> tuple[int, int]:
-        s = score_pairs(k, open_pairs(model, tok, chats, k.context, dedup=dedup).pairs, dedup=False)
+        s = score_pairs(k, open_pairs(model, tok, chats, k.context, dedup=dedup, keep_copies=True).pairs, dedup=False)
         return s.green, s.scored
 
     ours = [counts(key, share) for share in control.marked]
@@ -260,8 +280,9 @@ def against_control(
         "scored": n0,
         "green_rate": round(green0 / n0, 6) if n0 else 0.0,
         "key_rates": [round(g / m, 6) if m else 0.0 for g, m in theirs],
+        "shape": "full" if len(control.marked) == 1 else "shared",
         "test": f"prediction t ({len(theirs) - 1} df), one-sided: the true key's green rate above the control "
-        "keys', both deduplicated share by share",
+        "keys', both deduplicated share by share, predictions of the text's token counted",
         "t": t,
         "p_value": p,
         "leave_one_out_p": [round(q, 6) for q in left_out],
