@@ -189,9 +189,10 @@ def main() -> None:
         s = str(root / f"student-{tag}")
         opened = radioactivity(s, key, marked, tok, mode="open", null_keys=null, control=control)
         closed = radioactivity(s, key, probe, tok, mode="closed", null_keys=null, max_tokens=max_tokens)
-        given = [marked[i] for i in served(len(marked), dose or 0.05, seed=0)]
-        if len(given) > args.served_max:
-            given = sorted(random.Random(1).sample(given, args.served_max), key=marked.index)
+        logs = served(len(marked), dose or 0.05, seed=0)
+        if len(logs) > args.served_max:
+            logs = sorted(random.Random(1).sample(logs, args.served_max))
+        given = [marked[i] for i in logs]
         full = control_chats(teacher, given, key, keys=args.served_keys, full=True)
         logged = radioactivity(s, key, given, tok, mode="open", null_keys=args.null_keys, control=full)
         print(f"dose {dose:>6.0%}  ({time.perf_counter() - t1:.0f} s)")

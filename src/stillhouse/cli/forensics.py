@@ -112,7 +112,9 @@ def radioactivity(
             "control (needed when the suspect may share our model's base; TEXTS must then be the run directory)."
         ),
     ] = None,
-    control_keys: Annotated[int, typer.Option(help="Fresh keys for the control (each answers a share).")] = 10,
+    control_keys: Annotated[
+        int, typer.Option(help="Fresh keys for the control (each answers a share; all with --full-control).")
+    ] = 10,
     full_control: Annotated[
         bool,
         typer.Option(
