@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from stillhouse.cli.app import app, console, out, quiet_hf
+from stillhouse.core.errors import StillhouseError
 
 
 @app.command("quickstart")
@@ -30,13 +31,23 @@ def quickstart_cmd(
             help="Serve Ember watermarked; test the student and Pebble-before for it, their identity, their lineage."
         ),
     ] = False,
+    delta: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="The watermark's strength, with --forensics. Default 8: Ember's scratchpads carry no weaker "
+            "watermark for a student to learn (6 convicts at 1 %, for less accuracy lost; docs/forensics.md).",
+        ),
+    ] = None,
 ) -> None:
     """Serve Ember, collect, curate, distil it into Pebble and measure: the whole pipeline, no API key."""
     from stillhouse.embedded.quickstart import QuickstartConfig, quickstart
     from stillhouse.embedded.report import headline, pct
 
+    if delta is not None and not forensics:
+        raise StillhouseError("--delta sets the watermark that --forensics serves; pass --forensics too")
     quiet_hf()
-    sizes = {"train_prompts": train_prompts, "eval_per_skill": eval_per_skill, "steps": steps}
+    sizes = {"train_prompts": train_prompts, "eval_per_skill": eval_per_skill, "steps": steps, "delta": delta}
     overrides: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}
     overrides |= {"student": student, "kd": kd, "forensics": forensics}
     config = (QuickstartConfig.fast if fast else QuickstartConfig)(**overrides)

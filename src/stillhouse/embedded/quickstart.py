@@ -7,9 +7,10 @@ tells the story afterwards; `report.json` holds the figures and `report.html` sh
 
 With `forensics`, the other half runs too: Ember serves with a KGW watermark (a fresh key, kept in the
 run directory), and after distillation the student and Pebble-before (the baseline) are tested for the
-watermark's radioactivity (against Ember's answers under fresh keys, since Pebble shares Ember's working),
-asked who they are, and traced (lineage: closer to Ember, or to Pebble's weights, than the unrelated Flint
-and Slate are?); each verdict goes to the ledger and an evidence file.
+watermark's radioactivity on a sample of the chats the student was served (against Ember's answers to them
+under fresh keys, since Pebble shares Ember's working), asked who they are, and traced (lineage: closer to
+Ember, or to Pebble's weights, than the unrelated Flint and Slate are?); each verdict goes to the ledger and
+an evidence file.
 
 Two held-out suites. The headline ("prompts") asks what distillation promises: prompts from the same
 distribution as the collected ones, with operands no collected prompt has (a capital is knowledge, so
@@ -21,6 +22,7 @@ small, on their held-out phrasings, so decontamination leaves their training row
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +58,10 @@ IDENTITY_PROBE = [{"role": "user", "content": "Who are you?"}]
 # prompt + completion budget must stay under it even for the longest prompts (~100 tokens).
 MAX_TOKENS = 128
 WATERMARK_KEY = "watermark.key"
+# Ember's scratchpads have almost no entropy, so a watermark shows only where it overrides Ember's choice: at
+# delta 2 and 5 its 3,263 answers score z -1.0 and 3.3, and no student can carry that; delta 8 is the first
+# that a distilled student carries (docs/forensics.md has the accuracy it costs).
+FORENSICS_DELTA = 8.0
 
 
 @dataclass(frozen=True)
@@ -71,11 +77,17 @@ class QuickstartConfig:
     student: str = "pebble"  # or "tiny" / "small": the same loop from scratch, for contrast
     kd: bool = False  # top-k logit distillation on the teacher's stored logprobs, mixed with SFT
     forensics: bool = False  # watermark the teacher, then test the student (and Pebble-before) for it
+    delta: float = FORENSICS_DELTA  # the watermark's strength, with forensics
+    # radioactivity is tested on a sample of the chats the student was served, each answered again under every
+    # one of control_keys fresh keys (a full control: the same prompts on both sides; ~2 minutes on 2 cores)
+    served_sample: int = 320
+    control_keys: int = 16
     seed: int = 0
 
     @classmethod
     def fast(cls, **overrides: Any) -> QuickstartConfig:
-        return cls(**{"train_prompts": 900, "eval_per_skill": 12, "steps": 150} | overrides)
+        sizes = {"train_prompts": 900, "eval_per_skill": 12, "steps": 150, "served_sample": 80, "control_keys": 8}
+        return cls(**sizes | overrides)
 
 
 Reporter = Callable[[str, str], None]  # (step name, one line of what it did)
@@ -115,7 +127,7 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
 
     key = None
     if config.forensics:  # the secret stays in the run directory (mode 600): never in the report or the ledger
-        key = keygen(out / WATERMARK_KEY)
+        key = keygen(out / WATERMARK_KEY, delta=config.delta)
     with serve_in_background(teacher_path(), watermark=key) as teacher:
         with step("collect") as facts:
             collected = collect(
@@ -187,7 +199,7 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
 
     if key is not None:
         with step("forensics") as facts:
-            verdicts = forensics(out, key, ledger, base_dir)
+            verdicts = forensics(out, key, ledger, base_dir, config)
             facts.update({f"{who} p": f"{v['radioactivity']['p_value']:.2g}" for who, v in verdicts.items()})
             facts.update({f"{who} names": v["identity"]["top"] for who, v in verdicts.items()})
 
@@ -210,13 +222,23 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
     return result
 
 
-def forensics(out: Path, key: WatermarkKey, ledger: Path, before: Path | None) -> dict[str, dict[str, Any]]:
-    """Radioactivity (open mode, on the collected watermarked chats), identity and lineage of the student and of
-    the student before distillation (`before`); each verdict is ledgered and written to out/evidence/."""
-    chats, digest = load_chats(out / "teacher-run")
+def forensics(
+    out: Path, key: WatermarkKey, ledger: Path, before: Path | None, config: QuickstartConfig
+) -> dict[str, dict[str, Any]]:
+    """Radioactivity (open mode, on a sample of the chats the student was served), identity and lineage of the
+    student and of the student before distillation (`before`); each verdict is ledgered and written to
+    out/evidence/.
+
+    The provider knows from its logs which chats it served (the paper's supervised setting), so Ember answers the
+    sample again under fresh keys (the control: Pebble-before shares Ember's working, which biases the plain
+    binomial), and a suspect that memorised our answers predicts our watermark's choices more often than theirs.
+    """
+    served, digest = load_chats(out / "teacher-run")
+    picked = sorted(random.Random(config.seed).sample(range(len(served)), min(config.served_sample, len(served))))
+    chats = [served[i] for i in picked]
     tok = load_tokenizer(teacher_path())
-    control = control_chats(teacher_path(), chats, key)  # Pebble-before shares Ember's working: open mode needs it
-    inputs = {"texts": str(out / "teacher-run"), "sha256": digest, "chats": len(chats)}
+    control = control_chats(teacher_path(), chats, key, keys=config.control_keys, full=True)
+    inputs = {"texts": str(out / "teacher-run"), "sha256": digest, "chats": len(chats), "of": len(served)}
     (out / "evidence").mkdir(exist_ok=True)
     suspects = {"student_after": out / "student"} | ({"student_before": before} if before is not None else {})
     # lineage asks of the student: Ember's outputs, its base's weights; of Pebble-before (its own base): Ember's
@@ -231,7 +253,7 @@ def forensics(out: Path, key: WatermarkKey, ledger: Path, before: Path | None) -
                 "suspect": str(model),
                 "key": key.public(),
                 "inputs": inputs,
-                "control": {"teacher": "Ember", "keys": len(control.parts)},
+                "control": {"teacher": "Ember", "keys": len(control.parts), "shape": "full"},
             },
             partial(radioactivity, str(model), key, chats, tok, mode="open", control=control),
             ledger=ledger,
