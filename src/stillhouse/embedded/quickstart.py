@@ -59,8 +59,8 @@ IDENTITY_PROBE = [{"role": "user", "content": "Who are you?"}]
 MAX_TOKENS = 128
 WATERMARK_KEY = "watermark.key"
 # Ember's scratchpads have almost no entropy, so a watermark shows only where it overrides Ember's choice: at
-# delta 2 and 5 its 3,263 answers score z -1.0 and 3.3, and no student can carry that; delta 8 is the first
-# that a distilled student carries (docs/forensics.md has the accuracy it costs).
+# delta 2 and 5 its 3,263 answers score z -1.0 and 3.3, and no student can carry that; the student is
+# radioactive at delta 6 (p 0.003) and with a margin at 8 (p 4e-10; docs/forensics.md has the accuracy it costs).
 FORENSICS_DELTA = 8.0
 
 
