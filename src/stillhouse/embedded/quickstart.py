@@ -253,7 +253,7 @@ def forensics(
                 "suspect": str(model),
                 "key": key.public(),
                 "inputs": inputs,
-                "control": {"teacher": "Ember", "keys": len(control.parts), "shape": "full"},
+                "control": {"teacher": "Ember", "keys": len(control.parts), "full": True},
             },
             partial(radioactivity, str(model), key, chats, tok, mode="open", control=control),
             ledger=ledger,
