@@ -72,7 +72,8 @@ def test_quickstart_fast_runs_the_whole_pipeline(tmp_path):
     # the control is traced only to Ember, and (its own base) not at all; the student's base weights show at once
     assert [c["candidate"] for c in verdicts["student_after"]["lineage"]["candidates"]] == ["ember", "pebble"]
     assert verdicts["student_before"]["lineage"]["summary"] == "attributed to no candidate"
-    assert "pebble (weights)" in verdicts["student_after"]["lineage"]["summary"]
+    # after --fast's 40 steps from Pebble at delta 8, its outputs may still be Pebble's too (measured: 1 run in 4)
+    assert re.search(r"pebble \([^)]*weights\)", verdicts["student_after"]["lineage"]["summary"])
     secret = json.loads((run / "watermark.key").read_text())["secret"]
     assert all(secret not in (run / f).read_text() for f in ("report.json", "report.html"))
     assert secret.encode() not in (run / "ledger.sqlite").read_bytes()
