@@ -17,6 +17,7 @@ import inspect
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,10 @@ def train(
             target_modules="all-linear",
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` alias; the warning is theirs, not ours
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            model = get_peft_model(model, lora)
         if config.grad_checkpointing:
             model.enable_input_require_grads()
 
