@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from stillhouse.cli import app
 from stillhouse.core.dataset import content_hash
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.grading import Grader
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.provenance.ledger import Ledger
 
@@ -223,3 +224,31 @@ def test_cli_bad_input_is_one_line(tmp_path, run_dir):
         f"error: evaluation set 'gsm': {tmp_path / 'nope.jsonl'} does not exist"
     ]
     assert not (tmp_path / "ds").exists()
+
+
+def test_verify_keeps_only_answers_graded_right(tmp_path):
+    """Rejection sampling: with --verify, a row whose prompt had an expected answer stays only when it is right;
+    rows without one pass, and the card and ledger count the drops."""
+    rows = [
+        {"prompt": "2 + 2?", "response": "It is 4.", "meta": {"answer": "4"}},  # as collect's prompts file put it
+        {"prompt": "3 + 3?", "response": "It is 7.", "meta": {"answer": "6"}},
+        {"prompt": "Hello", "response": "Hi there."},
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["curate", str(pairs), "-o", str(tmp_path / "ds"), "--verify", "contains"])
+    assert result.exit_code == 0, result.output
+    kept = pq.read_table(tmp_path / "ds" / "data").to_pylist()
+    assert sorted(r["messages"][-1]["content"] for r in kept) == ["Hi there.", "It is 4."]
+    assert "| verify | 1 | grader=contains |" in (tmp_path / "ds" / "README.md").read_text()
+
+    # a task's own grader, from Python: here the answer is the last number, so "It is 7." is wrong for 6 too
+    last_number = Grader(lambda _s, exp, reply: reply.rstrip(".").split()[-1] == exp, lambda _s, _e, reply: reply)
+    custom = curate([pairs], tmp_path / "ds2", verifier=last_number)
+    assert custom.rows == {"train": 2} and custom.dropped["verify"] == {"verify": 1}
+
+    with pytest.raises(StillhouseError, match="--verify 'fuzzy': must be one of 'exact', 'normalised' or 'contains'"):
+        CliRunner().invoke(
+            app, ["curate", str(pairs), "-o", str(tmp_path / "ds3"), "--verify", "fuzzy"], catch_exceptions=False
+        )
+    assert not (tmp_path / "ds3").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.grading import Grader
 from stillhouse.curate.example import Example
 
 # Refusals open the answer; looking only at its start keeps long answers that quote one. The default
@@ -81,6 +82,25 @@ class Refusal(Filter):
 
     def describe(self) -> dict[str, Any]:
         return {"patterns": list(self.patterns), "window_chars": REFUSAL_WINDOW}
+
+
+class Verified(Filter):
+    """Rejection sampling: a prompt that carries its expected `answer` keeps only the answers graded right,
+    so a teacher's slips (sampled at temperature, or plain wrong) are not taught. Prompts without one pass."""
+
+    name = "verify"
+
+    def __init__(self, grader: Grader, label: str):
+        self.grader, self.label = grader, label
+
+    def keep(self, example: Example) -> bool:
+        expected = example.meta.get("answer")
+        if expected is None:
+            return True
+        return self.grader.grade(str(example.meta.get("skill") or "all"), str(expected), example.answer)
+
+    def describe(self) -> dict[str, Any]:
+        return {"grader": self.label}
 
 
 def estimate_tokens(text: str) -> int:

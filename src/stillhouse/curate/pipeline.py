@@ -25,13 +25,23 @@ from pydantic import Field, model_validator
 from stillhouse.core.config import Config
 from stillhouse.core.dataset import SCHEMA, DatasetWriter, Format, content_hash, write_card
 from stillhouse.core.errors import StillhouseError
+from stillhouse.core.grading import Grader, Match, text_grader
 from stillhouse.core.ids import new_run_id
 from stillhouse.core.outputs import check_writable
 from stillhouse.curate import card
 from stillhouse.curate.decontam import Decontaminate, EvalSet
 from stillhouse.curate.dedup import ExactDedup, Keep, NearDedup
 from stillhouse.curate.example import Example, Step, Target
-from stillhouse.curate.filters import Empty, Failed, Length, Refusal, Repetition, Truncated, tokenizer_counter
+from stillhouse.curate.filters import (
+    Empty,
+    Failed,
+    Length,
+    Refusal,
+    Repetition,
+    Truncated,
+    Verified,
+    tokenizer_counter,
+)
 from stillhouse.curate.sources import open_sources
 from stillhouse.curate.writer import split_of, to_table
 from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, ledger_path, stage_run
@@ -49,6 +59,11 @@ class CurateConfig(Config):
     min_tokens: int = Field(default=0, ge=0, description="Shortest answer kept, in tokens.")
     max_tokens: int | None = Field(default=None, ge=1, description="Longest answer kept, in tokens.")
     tokenizer: str | None = Field(default=None, description="Tokenizer directory for lengths (else chars/4).")
+    verify: Match | None = Field(
+        default=None,
+        description="Keep only answers graded right against the 'answer' their prompt record carried (rejection "
+        "sampling): exact, normalised or contains.",
+    )
     repetition_ngram: int = Field(default=3, ge=1, description="n for the repetition filter.")
     max_repetition: float = Field(default=0.5, gt=0, le=1, description="Highest share of repeated word n-grams.")
     exact_dedup: bool = Field(default=True, description="Drop exact duplicates (normalised prompt+answer).")
@@ -86,9 +101,9 @@ class CurateResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def build_steps(config: CurateConfig, evals: Sequence[EvalSet]) -> list[Step]:
-    """Filters first (cheap), then decontamination (so a contaminated example counts there even when
-    duplicated, and never wins a dedup cluster), then exact and near dedup."""
+def build_steps(config: CurateConfig, evals: Sequence[EvalSet], verifier: Grader | None = None) -> list[Step]:
+    """Filters first (cheap), then verification, then decontamination (so a contaminated example counts there
+    even when duplicated, and never wins a dedup cluster), then exact and near dedup."""
     count = tokenizer_counter(config.tokenizer) if config.tokenizer else None
     filters: dict[str, Step] = {
         "failed": Failed(),
@@ -99,6 +114,10 @@ def build_steps(config: CurateConfig, evals: Sequence[EvalSet]) -> list[Step]:
         "repetition": Repetition(config.repetition_ngram, config.max_repetition),
     }
     steps = [f for name, f in filters.items() if name not in config.no_filter]
+    if verifier is not None:
+        steps.append(Verified(verifier, "custom"))
+    elif config.verify:
+        steps.append(Verified(text_grader(config.verify), config.verify))
     if evals:
         steps.append(Decontaminate(evals, config.decontam_ngram))
     if config.exact_dedup:
@@ -223,11 +242,14 @@ def curate(
     config: CurateConfig | None = None,
     overwrite: bool = False,
     ledger: str | Path | None = None,
+    verifier: Grader | None = None,
 ) -> CurateResult:
-    """Filter, decontaminate, deduplicate and write run stores / exports as a chat dataset.
+    """Filter, verify, decontaminate, deduplicate and write run stores / exports as a chat dataset.
 
     evals: (name, path) evaluation sets to decontaminate against. ledger: where to record the run;
     by default the first input run directory's ledger, or the dataset's own when every input is an export.
+    verifier: a grader for answers whose prompt has an expected 'answer' (a task's own, where `config.verify`'s
+    text matching cannot read the answer); wrong ones are dropped.
     """
     config = config or CurateConfig()
     out, paths = Path(out).resolve(), [Path(p) for p in inputs]
@@ -242,7 +264,7 @@ def curate(
         raise StillhouseError(f"evaluation set names must differ: {names}")
     _check_output(out, overwrite, paths)
     eval_sets = [EvalSet.load(name, Path(p), config.decontam_ngram) for name, p in evals]
-    steps = build_steps(config, eval_sets)
+    steps = build_steps(config, eval_sets, verifier)
 
     run_id = new_run_id("curate")
     staging = out.with_name(f".{out.name}.tmp-{run_id}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stillhouse.core.grading import Grader
 from stillhouse.embedded import world
-from stillhouse.evaluate.grading import Grader
 
 
 def micro_suite(n: int = 50, seed: int = 0) -> list[dict[str, Any]]:

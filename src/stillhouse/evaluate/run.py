@@ -2,7 +2,7 @@
 
 Either side may be a local model directory or an OpenAI-compatible endpoint (responders.py), so a
 distilled student can be checked against the API it came from, or two models compared. Agreement
-means the same graded answer (grading.py); its 95 % interval is Wilson's. Each run is recorded in
+means the same graded answer (core/grading.py); its 95 % interval is Wilson's. Each run is recorded in
 the ledger through `stage_run`.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from stillhouse.core.config import Config
-from stillhouse.evaluate.grading import Grader, Match, text_grader, wilson
+from stillhouse.core.grading import Grader, Match, text_grader, wilson
 from stillhouse.evaluate.responders import Responder
 from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, stage_run
 
