@@ -287,3 +287,28 @@ def test_kd_refuses_a_student_with_another_tokenizer(tiny_model_dir, tmp_path, m
     data = write_dataset(tmp_path / "foreign", rows)
     err = run_cli(monkeypatch, capsys, "train", data, "-o", tmp_path / "o", "--student", tiny_model_dir, "--kd", "topk")
     assert "teacher's tokenizer" in err
+
+
+def test_mix_weighs_rows_by_their_meta_and_names_a_value_no_row_has(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    rows = skill_chats(40)
+    for r in rows:
+        r["meta"] = json.dumps({"skill": r.pop("skill"), "answer": r.pop("answer")})
+    data = write_dataset(tmp_path / "data", rows, CARD)
+    weights = TrainConfig(student="x", mix=("skill=reverse:0", "skill=add:2.5")).mix_weights
+    mixed = D.mixed(rows, weights, seed=0)
+    assert mixed == D.mixed(rows, weights, seed=0)  # seeded: a resumed run sees the same rows
+    skills = [json.loads(r["meta"])["skill"] for r in mixed]
+    assert set(skills) == {"add"} and 40 <= len(skills) <= 60  # 20 add rows, each 2 or 3 times
+
+    out = tmp_path / "student"
+    r = train(data, out, cfg(tiny_model_dir, max_steps=2, mix=("skill=reverse:0",)), progress=False)
+    with Ledger(out / "ledger.sqlite") as led:
+        (run,) = led.runs()
+    assert run["inputs"]["dataset"]["rows"] == 40 and run["inputs"]["dataset"]["rows_mixed"] == 20
+    assert r.steps == 2
+
+    capsys.readouterr()  # what training printed
+    err = run_cli(monkeypatch, capsys, "train", data, "-o", tmp_path / "o1", "--mix", "skill=sorty:2")
+    assert "no training row has meta skill 'sorty'" in err and "add, reverse" in err
+    assert not (tmp_path / "o1").exists()
+    assert "FIELD=VALUE:WEIGHT" in run_cli(monkeypatch, capsys, "train", data, "-o", tmp_path / "o2", "--mix", "sort")

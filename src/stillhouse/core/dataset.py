@@ -191,6 +191,17 @@ class ChatDataset:
         return {k: self.card[k] for k in keys if self.card.get(k) not in (None, "", [], {})}
 
 
+def row_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's `meta`: the JSON column of a dataset we wrote, or a dict from elsewhere; {} when absent."""
+    meta = row.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta or "{}")
+        except json.JSONDecodeError:
+            raise StillhouseError(f"row {row.get('id', '?')}: 'meta' is a string that is not JSON") from None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
 def load_dataset(path: str | Path) -> ChatDataset:
     """Read and check a curated dataset directory; a wrong shape is one clear error naming what to fix."""
     path = Path(path)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stillhouse.collect.store import STORE_FILE, Exchange, RunStore
+from stillhouse.core.dataset import row_meta
 from stillhouse.core.errors import StillhouseError
 from stillhouse.core.ids import file_sha256
 from stillhouse.curate.example import Example
@@ -160,8 +161,7 @@ def _record_examples(record: dict[str, Any], schema: str, ident: str, file: str,
     prompt_id = record.get("prompt_id")
     status = str(record.get("status") or "ok")
     meta = {k: v for k, v in record.items() if k not in _KNOWN}
-    if record.get("meta"):  # a dataset we wrote: meta is its own column, as JSON
-        meta |= json.loads(record["meta"]) if isinstance(record["meta"], str) else dict(record["meta"])
+    meta |= row_meta(record)  # a dataset we wrote: meta is its own column, as JSON
     try:
         if schema == "exchange":
             request, response = (

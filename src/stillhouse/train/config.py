@@ -21,6 +21,11 @@ class TrainConfig(Config):
     lora: bool = Field(default=False, description="Train LoRA adapters (merged into the saved weights).")
     lora_r: int = Field(default=8, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(default=16, ge=1, description="LoRA alpha.")
+    mix: tuple[str, ...] = Field(
+        default=(),
+        description="Mixture weights by a row's meta field, FIELD=VALUE:WEIGHT (skill=sort:1.8 trains sort rows "
+        "1.8x as often; 0 drops them); unlisted rows weigh 1.",
+    )
     epochs: int = Field(default=1, ge=1, description="Passes over the dataset (unless --steps).")
     max_steps: int | None = Field(
         default=None, ge=1, description="Optimizer steps (overrides --epochs).", json_schema_extra={"flag": "steps"}
@@ -42,10 +47,36 @@ class TrainConfig(Config):
             raise ValueError("--kd-weight weighs the KD loss: add --kd topk, or drop --kd-weight")
         return self
 
+    @model_validator(mode="after")
+    def _mix_parses(self) -> TrainConfig:
+        parse_mix(self.mix)
+        return self
+
+    @property
+    def mix_weights(self) -> dict[tuple[str, str], float]:
+        """--mix as {(field, value): weight}."""
+        return parse_mix(self.mix)
+
     @property
     def kd_mix(self) -> float:
         """The KD loss's weight in the mix: 0 without KD."""
         return 0.0 if self.kd is None else 0.5 if self.kd_weight is None else self.kd_weight
+
+
+def parse_mix(entries: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    """FIELD=VALUE:WEIGHT entries as {(field, value): weight}."""
+    weights = {}
+    for entry in entries:
+        target, _, weight = entry.rpartition(":")
+        field, _, value = target.partition("=")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = -1.0
+        if not (field and value and 0 <= w < float("inf")):
+            raise ValueError(f"--mix {entry!r}: write FIELD=VALUE:WEIGHT with a weight >= 0, e.g. skill=sort:1.8")
+        weights[(field, value)] = w
+    return weights
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from stillhouse.core.dataset import row_meta
 from stillhouse.core.errors import StillhouseError
 
 IGNORE = -100
@@ -173,6 +174,26 @@ def build_examples(
                 skipped["kd_misaligned"] += ex.kd is None
         examples.append(ex)
     return examples, {k: v for k, v in skipped.items() if v}
+
+
+def mixed(rows: Sequence[dict[str, Any]], weights: dict[tuple[str, str], float], seed: int) -> list[dict[str, Any]]:
+    """The rows repeated by their mixture weight (the product of the weights their meta matches): floor(w)
+    copies and one more with probability w - floor(w), seeded. Where a small student relearns every skill from
+    its rows, a skill's share of the steps sets how much of it comes back."""
+    if not weights:
+        return list(rows)
+    metas = [row_meta(r) for r in rows]
+    for (field, value), _ in weights.items():
+        if not any(str(m.get(field)) == value for m in metas):
+            seen = sorted({str(m[field]) for m in metas if field in m})
+            has = f"its values: {', '.join(seen)}" if seen else "no row has that field"
+            raise StillhouseError(f"--mix {field}={value}: no training row has meta {field} {value!r} ({has})")
+    rng = random.Random(f"mix:{seed}")
+    out: list[dict[str, Any]] = []
+    for row, meta in zip(rows, metas, strict=True):
+        w = math.prod(w for (field, value), w in weights.items() if str(meta.get(field)) == value)
+        out += [row] * (int(w) + (rng.random() < w - int(w)))
+    return out
 
 
 # ---------------------------------------------------------------- batches

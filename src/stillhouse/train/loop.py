@@ -37,7 +37,7 @@ from stillhouse.provenance.ledger import LEDGER_FILE, Ledger, check_ledger_path,
 from stillhouse.train.card import save_model
 from stillhouse.train.checkpoints import CHECKPOINTS, list_checkpoints, resume, save_checkpoint
 from stillhouse.train.config import TrainConfig, TrainResult
-from stillhouse.train.data import Collator, Example, build_examples, epoch_batches
+from stillhouse.train.data import Collator, Example, build_examples, epoch_batches, mixed
 from stillhouse.train.losses import batch_loss, honours_packing
 from stillhouse.train.student import student_model, student_tokenizer
 
@@ -97,10 +97,11 @@ def train(
             "for --kd topk, or train without --kd"
         )
 
+    rows = mixed(data.train, config.mix_weights, config.seed)  # a --mix naming no row fails here, before the model
     acc = Accelerator(**device_settings())
     set_seed(config.seed)
     tok, tok_source = student_tokenizer(config)
-    examples, skipped = build_examples(data.train, tok, config.max_length, kd=bool(config.kd))
+    examples, skipped = build_examples(rows, tok, config.max_length, kd=bool(config.kd))
     if config.kd and not any(e.kd for e in examples):
         raise StillhouseError(
             f"no row of {data.path} has teacher logprobs that line up with its assistant tokens "
@@ -165,6 +166,8 @@ def train(
 
     provenance = data.provenance()
     inputs = {"dataset": {"path": str(data.path), "hash": data.hash, "rows": len(data.train)}}
+    if config.mix:
+        inputs["dataset"]["rows_mixed"] = len(rows)
     start = {"config": config.model_dump(mode="json"), "inputs": inputs, "student": student_source}
     start |= {"tokenizer": tok_source, "devices": f"{acc.num_processes} x {acc.device.type}"}
     start |= provenance | {"resumed_from_step": resumed_from}
