@@ -98,3 +98,21 @@ def test_quickstart_refuses_a_delta_without_forensics(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and "pass --forensics too" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "q").exists()  # refused before any work
+
+
+def test_heldout_suites_ask_each_prompt_once_and_none_the_student_was_trained_on():
+    from stillhouse.embedded import world
+    from stillhouse.embedded.quickstart import _operands, heldout_suites
+
+    train = world.make_prompts(900, split="train", seed=1)
+    seen = {r["messages"][0]["content"] for r in train}
+    operands = {(r["skill"], _operands(r)) for r in train}
+    suites = heldout_suites(train, 30, 0)
+    for records in suites.values():
+        # a repeated prompt gets the same greedy answer: weight, not evidence (chat has 12 held-out phrasings)
+        texts = [(r["skill"], r["messages"][0]["content"]) for r in records]
+        assert len(set(texts)) == len(texts)
+        per_skill = {s: sum(r["skill"] == s for r in records) for s in world.SKILLS}
+        assert per_skill == dict.fromkeys(world.SKILLS, 30) | {"chat": 12}
+        assert not {r["messages"][0]["content"] for r in records} & seen
+    assert not {(r["skill"], _operands(r)) for r in suites["prompts"] if r["skill"] not in ("identity", "chat")} & operands
