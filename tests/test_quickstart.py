@@ -115,4 +115,5 @@ def test_heldout_suites_ask_each_prompt_once_and_none_the_student_was_trained_on
         per_skill = {s: sum(r["skill"] == s for r in records) for s in world.SKILLS}
         assert per_skill == dict.fromkeys(world.SKILLS, 30) | {"chat": 12}
         assert not {r["messages"][0]["content"] for r in records} & seen
-    assert not {(r["skill"], _operands(r)) for r in suites["prompts"] if r["skill"] not in ("identity", "chat")} & operands
+    fresh = {(r["skill"], _operands(r)) for r in suites["prompts"] if r["skill"] not in ("identity", "chat")}
+    assert not fresh & operands

@@ -183,7 +183,7 @@ def mixed(rows: Sequence[dict[str, Any]], weights: dict[tuple[str, str], float],
     if not weights:
         return list(rows)
     metas = [row_meta(r) for r in rows]
-    for (field, value), _ in weights.items():
+    for field, value in weights:
         if not any(str(m.get(field)) == value for m in metas):
             seen = sorted({str(m[field]) for m in metas if field in m})
             has = f"its values: {', '.join(seen)}" if seen else "no row has that field"
