@@ -86,7 +86,7 @@ class QuickstartConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> QuickstartConfig:
-        # 300 steps of 16 cost about what 150 of 32 did; this short a run is decided by its updates, not its tokens:
+        # 300 steps of 16 cost a little more than 150 of 32; this short a run is decided by its updates, not its tokens:
         # 71 % against 61-69 % on docs/embedded_models.md's n 492 suite (Pebble before: 63 %)
         sizes = {"train_prompts": 900, "eval_per_skill": 12, "steps": 300, "batch_size": 16}
         sizes |= {"served_sample": 80, "control_keys": 8}
