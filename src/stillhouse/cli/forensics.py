@@ -11,6 +11,7 @@ import typer
 
 from stillhouse.cli.app import app, console, out
 from stillhouse.core.errors import StillhouseError
+from stillhouse.forensics.green import p_text
 
 watermark_app = typer.Typer(no_args_is_help=True, help="Watermark keys and watermark detection.")
 app.add_typer(watermark_app, name="watermark")
@@ -77,7 +78,7 @@ def detect(
     if score.scored < 50:
         console.print(f"only {score.scored} distinct pairs to score: a short or repetitive text has little power")
     out.print(
-        f"z {score.z:.2f}, p {score.p_value:.3g}: {score.green} of {score.scored} distinct (context, token) pairs "
+        f"z {score.z:.2f}, p {p_text(score.p_value)}: {score.green} of {score.scored} distinct (context, token) pairs "
         f"green (expected {score.gamma:.0%}; {score.tokens} tokens scored) with key {wm.fingerprint}"
     )
 
@@ -178,7 +179,7 @@ def radioactivity(
     if control is not None:
         s = verdict["statistic"]
         out.print(
-            f"against gamma alone (biased if the suspect shares our base): z {s['z']:.2f}, p {s['p_value']:.2g}; "
+            f"against gamma alone (biased if the suspect shares our base): z {s['z']:.2f}, p {p_text(s['p_value'])}; "
             f"control: {verdict['control']['green']} of {verdict['control']['scored']} pairs green, key rates "
             f"{min(verdict['control']['key_rates']):.1%} to {max(verdict['control']['key_rates']):.1%}"
         )
@@ -291,7 +292,7 @@ def lineage(
     out.print(f"lineage of {suspect}: {verdict['summary']}")
     for c in verdict["candidates"]:
         parts = [
-            f"{part} p {c[part]['p_corrected']:.2g}" + (" *" if c[part]["attributed"] else "")
+            f"{part} p {p_text(c[part]['p_corrected'])}" + (" *" if c[part]["attributed"] else "")
             for part in ("output", "distribution", "weights")
             if c[part] is not None
         ]

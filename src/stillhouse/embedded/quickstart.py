@@ -43,6 +43,7 @@ from stillhouse.evaluate import Endpoint, LocalModel, evaluate
 from stillhouse.forensics.chats import load_chats
 from stillhouse.forensics.detect import load_tokenizer
 from stillhouse.forensics.evidence import record_verdict
+from stillhouse.forensics.green import p_text
 from stillhouse.forensics.identity import identity
 from stillhouse.forensics.key import WatermarkKey, keygen
 from stillhouse.forensics.lineage import lineage
@@ -203,7 +204,7 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
     if key is not None:
         with step("forensics") as facts:
             verdicts = forensics(out, key, ledger, base_dir, config)
-            facts.update({f"{who} p": f"{v['radioactivity']['p_value']:.2g}" for who, v in verdicts.items()})
+            facts.update({f"{who} p": p_text(v["radioactivity"]["p_value"]) for who, v in verdicts.items()})
             facts.update({f"{who} names": v["identity"]["top"] for who, v in verdicts.items()})
 
     result = after["prompts"] | {

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from stillhouse.forensics.green import p_text
 from stillhouse.provenance.ledger import Ledger
 
 CSS = """
@@ -166,7 +167,7 @@ def _forensics(forensics: dict[str, Any] | None) -> str:
         rows.append(
             [
                 who.replace("_", " "),
-                f"{radio['p_value']:.2g}",
+                p_text(radio["p_value"]),
                 _rates(control) if control else "-",
                 f"{null['median_p']:.2f} / {100 * null['fpr_at_0.01']:.1f} % / {null['ks_uniform_p']:.2f}",
                 f"{named['top'] or 'none'} ({named['counts'].get(named['top'], 0)} of {named['questions']})",

@@ -19,6 +19,11 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
+def p_text(p: float) -> str:
+    """A p-value as people read it: three decimals, or one significant digit below 0.001 (4e-10)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
 def context_seed(key: WatermarkKey, context: Sequence[int]) -> int:
     """64 keyed pseudo-random bits for a context window (token ids)."""
     data = b"".join(int(t).to_bytes(4, "little", signed=False) for t in context)

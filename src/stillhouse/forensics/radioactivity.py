@@ -54,6 +54,7 @@ from stillhouse.collect.store import RunStore
 from stillhouse.core.errors import StillhouseError
 from stillhouse.forensics.chats import Chat
 from stillhouse.forensics.detect import Pair, null_distribution, score_pairs, windows
+from stillhouse.forensics.green import p_text
 from stillhouse.forensics.key import WatermarkKey
 from stillhouse.serve import serve_in_background
 
@@ -351,7 +352,7 @@ def radioactivity(
         name = suspect
     score = score_pairs(key, scored.pairs, dedup=False)
     null = null_distribution(key, scored.pairs, n=null_keys)
-    summary = f"{score.green}/{score.scored} green (gamma {key.gamma}), z {score.z:.2f}, p {score.p_value:.2g}"
+    summary = f"{score.green}/{score.scored} green (gamma {key.gamma}), z {score.z:.2f}, p {p_text(score.p_value)}"
     verdict = {
         "mode": mode,
         "dedup": dedup if mode == "open" else "pair",
@@ -365,5 +366,9 @@ def radioactivity(
     if control is not None and model is not None:
         c = against_control(key, model, tokenizer, control, dedup)
         rate = f"{c['true_green_rate']:.1%} green vs {c['green_rate']:.1%} under {c['keys']} fresh keys (control)"
-        verdict |= {"control": c, "p_value": c["p_value"], "summary": f"{rate}, t {c['t']:.2f}, p {c['p_value']:.2g}"}
+        verdict |= {
+            "control": c,
+            "p_value": c["p_value"],
+            "summary": f"{rate}, t {c['t']:.2f}, p {p_text(c['p_value'])}",
+        }
     return verdict
