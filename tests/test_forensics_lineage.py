@@ -5,6 +5,8 @@ and the shipped reference models Flint and Slate, are attributed to nothing."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ PROBES = [r["messages"] for r in micro_world.make_prompts(60, split="heldout", s
 
 
 @pytest.fixture(scope="module")
-def distilled(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> Path:
+def distilled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Pebble after a short distillation on served Ember's answers: the chain a user runs, made small. Greedy
     collection: 80 steps on 400 sampled answers leave the student's own greedy closings a mix of Ember's several
     (output p ~0.1); the quickstart's student, sampled at 0.7 on 4,000 prompts, is bench/lineage.py's case."""
@@ -89,3 +91,18 @@ def test_identity_battery_counts_the_names_it_hears(distilled):
     assert "Pebble" not in served["counts"] and len(served["answers"]) == served["questions"]
     assert identity(str(distilled), known)["top"] == "Ember"
     assert identity(str(student_path()), known)["top"] == "Pebble"
+
+
+def test_probe_answers_are_reused_until_the_model_on_disk_changes(tiny_model_dir, tmp_path, monkeypatch):
+    from stillhouse.forensics import lineage as module
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    asked: list[str] = []
+    real = module.responder
+    monkeypatch.setattr(module, "responder", lambda m, **kw: asked.append(m) or real(m, **kw))
+    first = module._answers(str(model), PROBES[:2], 8)
+    assert module._answers(str(model), PROBES[:2], 8) == first and len(asked) == 1
+    os.utime(model / "model.safetensors", ns=(0, 0))  # retrained in place: the answers are asked again
+    module._answers(str(model), PROBES[:2], 8)
+    assert len(asked) == 2

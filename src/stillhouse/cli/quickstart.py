@@ -41,11 +41,11 @@ def quickstart_cmd(
     ] = None,
 ) -> None:
     """Serve Ember, collect, curate, distil it into Pebble and measure: the whole pipeline, no API key."""
+    if delta is not None and not forensics:  # before the imports: they take seconds
+        raise StillhouseError("--delta sets the watermark that --forensics serves; pass --forensics too")
     from stillhouse.embedded.quickstart import QuickstartConfig, quickstart
     from stillhouse.embedded.report import headline, pct
 
-    if delta is not None and not forensics:
-        raise StillhouseError("--delta sets the watermark that --forensics serves; pass --forensics too")
     quiet_hf()
     sizes = {"train_prompts": train_prompts, "eval_per_skill": eval_per_skill, "steps": steps, "delta": delta}
     overrides: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}

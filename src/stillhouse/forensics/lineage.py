@@ -12,6 +12,8 @@ weight matrices, comparing cosine similarity to the suspect's.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -27,6 +29,22 @@ from stillhouse.evaluate import normalise, responder
 from stillhouse.forensics.radioactivity import template_ids
 
 Messages = list[dict[str, Any]]
+
+_ANSWERS: dict[str, list[str]] = {}
+
+
+def _answers(model: str, probes: Sequence[Messages], max_tokens: int) -> list[str]:
+    """A model's greedy answers to the probes. A local model's are kept for the process, keyed by its files' sizes
+    and times: a forensics run asks the same parents and references once per suspect (the quickstart: twice)."""
+    if model.startswith(("http://", "https://")):  # an endpoint may change behind the same address
+        return responder(model, max_tokens=max_tokens).respond(list(probes))
+    files = sorted(f for f in Path(model).iterdir() if f.is_file())
+    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = json.dumps([str(Path(model).resolve()), stamp, max_tokens, list(probes)], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if digest not in _ANSWERS:
+        _ANSWERS[digest] = responder(model, max_tokens=max_tokens).respond(list(probes))
+    return _ANSWERS[digest]
 
 
 def sign_test(closer: Sequence[float], farther: Sequence[float]) -> tuple[float, int, int]:
@@ -113,7 +131,7 @@ def lineage(
     if not probes:
         raise StillhouseError("no probe prompts")
     models = list(dict.fromkeys([suspect, *candidates, *references]))
-    answers = {m: responder(m, max_tokens=max_tokens).respond(list(probes)) for m in models}
+    answers = {m: _answers(m, probes, max_tokens) for m in models}
     mine = [normalise(a) for a in answers[suspect]]
 
     def similarity(other: str) -> list[float]:
