@@ -135,13 +135,6 @@ def radioactivity(
     answers to the same prompts under fresh keys. Without it a suspect that shares our model's base can look
     cleaner than it is.
     """
-    from stillhouse.forensics.chats import load_chats
-    from stillhouse.forensics.detect import load_tokenizer
-    from stillhouse.forensics.evidence import check_evidence, record_verdict
-    from stillhouse.forensics.key import load_key
-    from stillhouse.forensics.radioactivity import control_chats
-    from stillhouse.forensics.radioactivity import radioactivity as test
-
     if mode not in ("open", "closed"):
         raise StillhouseError(f"--mode must be open or closed, not {mode!r}")
     if null_keys < 100:
@@ -152,6 +145,14 @@ def radioactivity(
         raise StillhouseError("--full-control shapes the control that --teacher builds; pass --teacher too")
     if control_keys < 2:
         raise StillhouseError("--control-keys must be at least 2 (each key is tested against the others)")
+    # the checks above come first: these imports take seconds
+    from stillhouse.forensics.chats import load_chats
+    from stillhouse.forensics.detect import load_tokenizer
+    from stillhouse.forensics.evidence import check_evidence, record_verdict
+    from stillhouse.forensics.key import load_key
+    from stillhouse.forensics.radioactivity import control_chats
+    from stillhouse.forensics.radioactivity import radioactivity as test
+
     check_evidence(evidence, overwrite)
     wm = load_key(key)
     chats, digest = load_chats(texts)
