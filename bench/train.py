@@ -1,8 +1,8 @@
 """Training speed and memory: `stillhouse train` against TRL's SFTTrainer, same model, data, batch and steps.
 
 Both train the same freshly initialised `tiny` preset on the same chats for one epoch, with the
-settings that suit a CPU (fp32, no gradient checkpointing, loss on assistant tokens only, the same
-cosine schedule, warm-up and clipping). TRL runs twice, without packing (its padding-free packing is
+settings that suit a CPU (fp32 unless `--precision bf16`, no gradient checkpointing, loss on assistant tokens
+only, the same cosine schedule, warm-up and clipping). TRL runs twice, without packing (its padding-free packing is
 pathological on a CPU, see ../shared/README.md): with its default random sampler and with its
 length-grouped sampler. Ours runs as it ships (random batches, each batch's chats packed into rows)
 and with length buckets (`bucket=64`), so each is compared with the TRL run that batches the same
@@ -12,6 +12,7 @@ over the training loop; every result is scored on the same held-out chats.
 
     python bench/train.py                     # 2,000 chats, batch 16, one epoch
     python bench/train.py --n 4000 --threads 2
+    python bench/train.py --precision bf16 --runners stillhouse   # bf16 autocast (native on AVX512-BF16/AMX)
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def run_stillhouse(work: Path, args: argparse.Namespace) -> dict:
         warmup=args.warmup,
         bucket=64 if args.worker == "stillhouse-grouped" else 1,
         save_every=args.steps + 1,
+        precision=args.precision,
     )
     r = train(work / "data", work / f"out-{args.worker}", config, progress=False)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -152,7 +154,7 @@ def run_trl(work: Path, args: argparse.Namespace, sampling: str) -> dict:
         warmup_steps=math.ceil(args.warmup * args.steps),
         weight_decay=0.0,
         max_grad_norm=1.0,
-        bf16=False,
+        bf16=args.precision == "bf16",
         fp16=False,
         gradient_checkpointing=False,
         packing=False,
@@ -202,6 +204,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=float, default=0.05)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="both sides: fp32, or bf16 autocast")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--runners", default=",".join(RUNNERS))
     ap.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
@@ -219,7 +222,7 @@ def main() -> None:
         for name in args.runners.split(","):
             cmd = [sys.executable, __file__, "--worker", name, "--work", tmp, "--steps", str(steps)]
             cmd += ["--batch", str(args.batch), "--lr", str(args.lr), "--warmup", str(args.warmup)]
-            cmd += ["--threads", str(args.threads)]
+            cmd += ["--threads", str(args.threads), "--precision", args.precision]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode or line is None:

@@ -78,6 +78,21 @@ def test_sft_loss_falls_and_saves_a_model_with_card_and_lineage(sft_data, tiny_m
     assert run["outputs"]["model"]["hash"] == r.model_hash
 
 
+def test_bf16_autocast_follows_the_fp32_curve_and_the_ledger_says_which_ran(sft_data, tiny_model_dir, tmp_path):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        runs[precision] = train(sft_data, out, cfg(tiny_model_dir, max_steps=20, precision=precision), progress=False)
+        with Ledger(out / "ledger.sqlite") as led:
+            (run,) = led.runs()
+        assert run["precision"] == {"fp32": "fp32", "bf16": "bf16 autocast"}[precision], run
+        assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.float32  # master weights stay fp32
+    # bf16 rounds each matmul, so the curves part a little; the run still learns what fp32 learns
+    assert runs["bf16"].losses == pytest.approx(runs["fp32"].losses, rel=0.05)
+    assert runs["bf16"].losses[-1] < 0.8 * runs["bf16"].losses[0]
+    assert loop.uses_bf16("auto") == loop.native_bf16() and not loop.uses_bf16("fp32")
+
+
 def test_loss_is_on_assistant_tokens_only(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     chat = [

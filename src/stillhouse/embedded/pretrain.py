@@ -28,7 +28,7 @@ from stillhouse.embedded.world import CURRENT, Persona, Phrasings, grade, make_p
 from stillhouse.serve.generate import greedy
 from stillhouse.train.checkpoints import resume, save_checkpoint
 from stillhouse.train.data import Collator, build_examples
-from stillhouse.train.loop import device_settings
+from stillhouse.train.loop import autocast
 from stillhouse.train.losses import batch_loss
 
 
@@ -75,7 +75,7 @@ def pretrain(
     `checkpoint_minutes`, when `stop_after_minutes` of this session are up, and on Ctrl-C or SIGTERM (after
     the step in flight), so a run can span sessions and stopping one early loses nothing.
     Returns the state: {"step", "tokens", "losses", "minutes"} (minutes summed over sessions)."""
-    acc = Accelerator(**device_settings())
+    acc = Accelerator()
     fingerprint = hashlib.sha256(
         canonical_json([asdict(config), persona.name, hashlib.sha256(repr(phrasings).encode()).hexdigest()]).encode()
     ).hexdigest()
@@ -108,7 +108,8 @@ def pretrain(
     while state["step"] < config.steps:
         chats = training_chats(persona, _data_seed(config, state["step"]), config.batch_size, phrasings)
         batch = collate(build_examples([{"messages": c} for c in chats], tok, None, kd=False)[0])
-        loss = batch_loss(model, batch, 0.0)
+        with autocast("auto", acc.device):
+            loss = batch_loss(model, batch, 0.0)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

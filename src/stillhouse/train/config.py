@@ -39,6 +39,11 @@ class TrainConfig(Config):
     seed: int = Field(default=0, description="Seeds the initialisation and the data order.")
     max_length: int | None = Field(default=None, ge=2, description="Skip longer chats (default: the context).")
     grad_checkpointing: bool = Field(default=False, description="Recompute activations: less memory, slower.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 autocast where the hardware computes bf16 natively (a recent GPU, a CPU with "
+        "AVX512-BF16 or AMX), else fp32; the weights stay fp32 either way.",
+    )
     save_every: int = Field(default=200, ge=1, description="Steps between checkpoints (a re-run resumes there).")
 
     @model_validator(mode="after")
