@@ -232,7 +232,7 @@ def main() -> None:
             print(f"  {name}: {r['tokens'] / r['seconds']:,.0f} tok/s", file=sys.stderr)
 
     print(
-        f"one epoch of {steps * args.batch} chats, batch {args.batch}, {steps} steps, tiny preset, fp32, "
+        f"one epoch of {steps * args.batch} chats, batch {args.batch}, {steps} steps, tiny preset, {args.precision}, "
         f"threads={args.threads or 'default'}"
     )
     print(
