@@ -12,7 +12,7 @@ over the training loop; every result is scored on the same held-out chats.
 
     python bench/train.py                     # 2,000 chats, batch 16, one epoch
     python bench/train.py --n 4000 --threads 2
-    python bench/train.py --precision bf16 --runners stillhouse   # bf16 autocast (native on AVX512-BF16/AMX)
+    python bench/train.py --precision bf16 --runners stillhouse   # both sides under bf16 autocast
 """
 
 from __future__ import annotations

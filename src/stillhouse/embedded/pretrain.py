@@ -28,7 +28,7 @@ from stillhouse.embedded.world import CURRENT, Persona, Phrasings, grade, make_p
 from stillhouse.serve.generate import greedy
 from stillhouse.train.checkpoints import resume, save_checkpoint
 from stillhouse.train.data import Collator, build_examples
-from stillhouse.train.loop import autocast
+from stillhouse.train.loop import autocast, uses_bf16
 from stillhouse.train.losses import batch_loss
 
 
@@ -105,10 +105,11 @@ def pretrain(
     if threading.current_thread() is threading.main_thread():
         handlers = {s: signal.signal(s, lambda *_: interrupted.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     model.train()
+    bf16 = uses_bf16("auto")
     while state["step"] < config.steps:
         chats = training_chats(persona, _data_seed(config, state["step"]), config.batch_size, phrasings)
         batch = collate(build_examples([{"messages": c} for c in chats], tok, None, kd=False)[0])
-        with autocast("auto", acc.device):
+        with autocast(bf16, acc.device):
             loss = batch_loss(model, batch, 0.0)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)

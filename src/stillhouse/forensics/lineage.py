@@ -38,8 +38,8 @@ def _answers(model: str, probes: Sequence[Messages], max_tokens: int) -> list[st
     and times: a forensics run asks the same parents and references once per suspect (the quickstart: twice)."""
     if model.startswith(("http://", "https://")):  # an endpoint may change behind the same address
         return responder(model, max_tokens=max_tokens).respond(list(probes))
-    files = sorted(f for f in Path(model).iterdir() if f.is_file())
-    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = sorted((f.name, f.stat()) for f in Path(model).iterdir() if f.is_file())
+    stamp = [(name, st.st_size, st.st_mtime_ns) for name, st in stats]
     key = json.dumps([str(Path(model).resolve()), stamp, max_tokens, list(probes)], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()
     if digest not in _ANSWERS:

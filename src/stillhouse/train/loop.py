@@ -67,24 +67,21 @@ def check_output_dir(output_dir: Path) -> None:
         raise StillhouseError(f"-o {output_dir} is not empty and holds no model; choose a new or empty directory")
 
 
-def native_bf16() -> bool:
-    """Whether `auto` picks bf16: on a GPU that supports it. Not on a CPU, even one with AVX512-BF16: on a 2-core
-    EPYC, bf16 autocast trained Pebble at 1.09x the tokens/s of fp32 and 1.6x the peak RSS (bench/train.py's tiny
-    preset: 1.11x, 2.3x)."""
+def uses_bf16(precision: str) -> bool:
+    """Whether a run at `precision` (auto, fp32, bf16) computes in bf16. `auto` picks it on a GPU that supports it,
+    not on a CPU, even one with AVX512-BF16: on a 2-core EPYC, bf16 autocast trained Pebble at 1.09x the tokens/s
+    of fp32 and 1.6x the peak RSS (bench/train.py's tiny preset: 1.11x, 2.3x)."""
+    if precision != "auto":
+        return precision == "bf16"
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def uses_bf16(precision: str) -> bool:
-    """Whether a run at `precision` (auto, fp32, bf16) computes in bf16."""
-    return precision == "bf16" or (precision == "auto" and native_bf16())
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward pass where `precision` asks for it; the weights and optimizer stay fp32.
+def autocast(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass (the weights and optimizer stay fp32), or nothing.
 
     Ours rather than Accelerator(mixed_precision=...), whose process-wide state refuses a second setting, so
     one Python session could not train at fp32 and then at bf16."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(precision))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def train(
@@ -251,6 +248,7 @@ def _loop(
 ) -> float:
     """The training loop proper: one optimizer step per batch; returns tokens/s of this session."""
     world, rank = acc.num_processes, acc.process_index
+    bf16 = uses_bf16(config.precision)
     lengths = [len(e.ids) for e in examples]
     steps_per_epoch = len(epoch_batches(lengths, config.batch_size, config.seed, 0, config.bucket)) // world
     bar = Progress(
@@ -275,7 +273,7 @@ def _loop(
             if e != epoch:
                 epoch, batches = e, epoch_batches(lengths, config.batch_size, config.seed, e, config.bucket)
             batch = collate([examples[i] for i in batches[k * world + rank]])
-            with autocast(config.precision, acc.device):
+            with autocast(bf16, acc.device):
                 loss = batch_loss(model, batch, config.kd_mix)
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), 1.0)
