@@ -6,9 +6,11 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stillhouse import cli
 from stillhouse.serve import Server, serve_in_background
+from stillhouse.serve.engine import Delta, Engine, SamplingParams
 
 KEY = "sk-test-key"
 USER = [{"role": "user", "content": "What is 12 plus 30?"}]
@@ -288,6 +291,41 @@ def test_batched_greedy_equals_unbatched_generate(server, reference):
         assert r.choices[0].text == tok.decode(new, skip_special_tokens=True)
         expected = [torch.log_softmax(s[0], -1)[t].item() for s, t in zip(out.scores, new, strict=True)]
         assert r.choices[0].logprobs.token_logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_rows_that_finish_early_or_join_late_leave_the_others_unchanged(tiny_model_dir, reference):
+    """Finished rows stay in the batch until a rebuild and waiting requests join a running batch: every row still
+    decodes as if it were alone (greedy: what generate gives for its prompt)."""
+    model, tok = reference
+    prompts = [tok(f"What is {i} plus {i * 7}? " * (1 + i % 3)).input_ids for i in range(20)]
+    lengths = [3 + 5 * (i % 4) for i in range(20)]  # rows finish at different steps
+    texts = [""] * 20
+    finished = threading.Semaphore(0)
+
+    def on_delta(i: int, d: Delta) -> None:
+        texts[i] += d.text
+        if d.finish_reason:
+            finished.release()
+
+    engine = Engine.from_dir(tiny_model_dir, max_batch=8)
+    try:
+        for i in range(20):  # more requests than rows: later ones wait, then join
+            params = SamplingParams(lengths[i], temperature=0, ignore_eos=True)
+            engine.submit(prompts[i], params, 1, partial(on_delta, i))
+        assert all(finished.acquire(timeout=60) for _ in range(20))
+    finally:
+        engine.close()
+    assert engine.peak_batch <= 8 and engine.steps < sum(lengths) / 2
+    for i in range(20):
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([prompts[i]]),
+                max_new_tokens=lengths[i],
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=tok.pad_token_id,
+            )
+        assert texts[i] == tok.decode(out[0, len(prompts[i]) :], skip_special_tokens=True), i
 
 
 def test_client_disconnect_mid_stream_frees_its_slot(server, client):

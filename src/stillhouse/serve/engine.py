@@ -102,6 +102,16 @@ class _Row:
     text: str = ""
     sent: int = 0  # characters of text already delivered
     pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet delivered
+    done: bool = False  # finished or cancelled: no more deltas; it leaves the batch at the next rebuild
+
+
+@dataclass
+class _Joining:
+    """Rows to put in the batch: their keys/values per layer, their attention mask, the rows themselves."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor
+    rows: list[_Row]
 
 
 def load_model(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -163,12 +173,31 @@ def _with_room(old: torch.Tensor, new: torch.Tensor, capacity: int) -> torch.Ten
     return buffer
 
 
-def _kv_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
-    """A DynamicCache of growing layers, filled with these (keys, values) per layer."""
+def _packed(parts: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+    """Stack [rows, heads, len, dim] parts row-wise, each right-aligned to `width` columns, into a buffer with room
+    to grow: one copy of each part, zeros only in the padding (masked, but garbage there could be NaN)."""
+    first = parts[0]
+    buffer = first.new_empty((sum(t.shape[0] for t in parts), first.shape[1], 2 * width, first.shape[-1]))
+    row = 0
+    for t in parts:
+        pad = width - t.shape[-2]
+        buffer[row : row + t.shape[0], :, :pad] = 0
+        buffer[row : row + t.shape[0], :, pad:width] = t
+        row += t.shape[0]
+    return buffer
+
+
+def _kv_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] = (), length: int = 0) -> DynamicCache:
+    """A DynamicCache of growing layers; given (keys, values) buffers per layer, the first `length` columns hold
+    the cache and the rest is room."""
     cache = DynamicCache()
     cache.layer_class_to_replicate = _GrowingLayer
-    for i, (k, v) in enumerate(layers):
-        cache.update(k, v, i)
+    for k, v in layers:
+        layer = _GrowingLayer()
+        layer.lazy_initialization(k, v)
+        layer._k, layer._v = k, v
+        layer.keys, layer.values = k[..., :length, :], v[..., :length, :]
+        cache.layers.append(layer)
     return cache
 
 
@@ -209,6 +238,7 @@ class Engine:
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, cached + 1]: 1 for real tokens, 0 for left padding
         self._closed = False
+        self._waited = 0  # steps the oldest waiting request has waited
         self._thread = threading.Thread(target=self._loop, name="stillhouse-engine", daemon=True)
         self._thread.start()
 
@@ -218,8 +248,8 @@ class Engine:
 
     @property
     def active(self) -> int:
-        """Sequences in the running batch."""
-        return len(self._rows)
+        """Sequences being generated (finished rows still in the batch are not counted)."""
+        return self._live()
 
     @property
     def waiting(self) -> int:
@@ -255,22 +285,29 @@ class Engine:
         self._thread.join()
 
     # --- worker thread ---------------------------------------------------------------------------
+    #
+    # Rebuilding the batch copies the whole KV cache, so it is not done every time a row finishes: finished rows
+    # stay in the batch as dead weight (fed a pad token, their outputs ignored) until there are enough of them, or
+    # of waiting requests, to make the copy worth it. Waiting requests are admitted together, on one prefill.
 
     def _loop(self) -> None:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._closed and not self._waiting and not self._rows:
+                    while not self._closed and not self._waiting and not self._live():
                         self._cond.wait()
                     if self._closed:
                         break
-                    admitted = self._admit()
+                    admitted = self._admit() if self._admission_due() else []
                 try:
-                    self._select([i for i, r in enumerate(self._rows) if not r.req.cancelled])
-                    if admitted:
-                        self._prefill(admitted)
+                    for r in self._rows:
+                        r.done = r.done or r.req.cancelled
+                    joining = self._prefill(admitted) if admitted else None
+                    if joining or self._dead() * 4 >= max(1, len(self._rows)):
+                        self._rebuild(joining)
                     if self._rows:
                         self._decode()
+                    self._waited = self._waited + 1 if self._waiting else 0
                 except Exception:
                     log.exception("generation step failed; failing the requests in the batch")
                     running = {id(r.req) for r in self._rows}
@@ -278,9 +315,24 @@ class Engine:
         self._fail(self._rows, list(self._waiting))
         self._waiting.clear()
 
+    def _live(self) -> int:
+        return sum(not r.done for r in self._rows)
+
+    def _dead(self) -> int:
+        return sum(r.done for r in self._rows)
+
+    def _admission_due(self) -> bool:
+        """Admit when the batch is idle, when waiting and finished rows make up an eighth of it, or when the oldest
+        request has waited 8 steps (latency stays bounded at low load)."""
+        if not self._waiting:
+            return False
+        live = self._live()
+        pending = sum(req.n for req in self._waiting) + self._dead()
+        return live == 0 or pending >= max(1, live // 8) or self._waited >= 8
+
     def _admit(self) -> list[Request]:
         """Take waiting requests, oldest first, while their rows fit in the batch."""
-        admitted, rows = [], len(self._rows)
+        admitted, rows = [], self._live()
         while self._waiting:
             req = self._waiting[0]
             if not req.cancelled and rows + req.n > self.max_batch:
@@ -293,7 +345,8 @@ class Engine:
 
     def _fail(self, rows: list[_Row], requests: list[Request]) -> None:
         for r in rows:
-            r.req.on_delta(Delta(r.index, "", [], len(r.ids), "error"))
+            if not r.done:
+                r.req.on_delta(Delta(r.index, "", [], len(r.ids), "error"))
         for req in requests:
             for i in range(req.n):
                 req.on_delta(Delta(i, "", [], 0, "error"))
@@ -307,68 +360,71 @@ class Engine:
         self.peak_batch = max(self.peak_batch, ids.shape[0])
         return out.logits[:, -1].float()
 
-    def _prefill(self, reqs: list[Request]) -> None:
-        """One forward pass over the new prompts (left-padded); each prompt's cache is shared by its n choices."""
+    def _prefill(self, reqs: list[Request]) -> _Joining | None:
+        """One forward pass over the new prompts (left-padded); each prompt's cache is shared by its n choices.
+        Returns the rows still running after their first token, with their keys/values, for `_rebuild`."""
         width = max(len(r.prompt_ids) for r in reqs)
         ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(reqs), width), dtype=torch.long)
         for i, r in enumerate(reqs):
             ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
             mask[i, width - len(r.prompt_ids) :] = 1
-        cache = _kv_cache()
+        cache = DynamicCache()
         logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
         fan = torch.arange(len(reqs)).repeat_interleave(torch.tensor([r.n for r in reqs]))
         rows = [_Row(req, i, _generator(req.params, i), pos=len(req.prompt_ids)) for req in reqs for i in range(req.n)]
         keep = self._advance(rows, logits[fan])
         if not keep:
-            return
+            return None
         kept = fan[keep]
-        self._join([(k[kept], v[kept]) for k, v, _ in cache], mask[kept], [rows[i] for i in keep])
+        kv = [(layer.keys[kept], layer.values[kept]) for layer in cache.layers]
+        return _Joining(kv, mask[kept], [rows[i] for i in keep])
 
-    def _join(self, kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, rows: list[_Row]) -> None:
-        """Append prefilled rows (their keys/values per layer) to the running batch, left-padding the shorter side."""
-        if not self._rows or self._cache is None or self._mask is None:
-            self._cache, self._mask, self._rows = _kv_cache(kv), mask, rows
-            return
-        old, new = self._mask.shape[1], mask.shape[1]
-        width = max(old, new)
-        self._cache = _kv_cache(
-            [
-                (
-                    torch.cat([_left_pad(k1, width - old, 2), _left_pad(k2, width - new, 2)]),
-                    torch.cat([_left_pad(v1, width - old, 2), _left_pad(v2, width - new, 2)]),
-                )
-                for (k1, v1, _), (k2, v2) in zip(self._cache, kv, strict=True)
+    def _rebuild(self, joining: _Joining | None) -> None:
+        """Drop finished rows and append newly prefilled ones, in one copy of the cache; leading columns that are
+        padding in every row are trimmed, and each side is left-padded to the common width."""
+        parts: list[_Joining] = []
+        keep = [i for i, r in enumerate(self._rows) if not r.done]
+        if keep and self._cache is not None and self._mask is not None:
+            all_kept = len(keep) == len(self._rows)
+            idx = torch.tensor(keep)
+            mask = self._mask if all_kept else self._mask[idx]
+            cut = int(mask.any(0).int().argmax())
+            kv = [
+                (layer.keys[:, :, cut:], layer.values[:, :, cut:])
+                if all_kept
+                else (layer.keys[idx, :, cut:], layer.values[idx, :, cut:])
+                for layer in self._cache.layers
             ]
+            parts.append(_Joining(kv, mask[:, cut:], [self._rows[i] for i in keep]))
+        if joining is not None:
+            parts.append(joining)
+        if not parts:
+            self._rows, self._cache, self._mask = [], None, None
+            return
+        width = max(p.mask.shape[1] for p in parts)
+        layers = zip(*(p.kv for p in parts), strict=True)
+        self._cache = _kv_cache(
+            [(_packed([k for k, _ in layer], width), _packed([v for _, v in layer], width)) for layer in layers],
+            width,
         )
-        self._mask = torch.cat([_left_pad(self._mask, width - old, 1), _left_pad(mask, width - new, 1)])
-        self._rows = self._rows + rows
+        self._mask = torch.cat([_left_pad(p.mask, width - p.mask.shape[1], 1) for p in parts])
+        self._rows = [r for p in parts for r in p.rows]
 
     def _decode(self) -> None:
-        """One token for every running row."""
-        ids = torch.tensor([[r.ids[-1]] for r in self._rows])
+        """One token for every row of the batch; only the live rows' tokens are used."""
+        ids = torch.tensor([[self.pad_id if r.done else r.ids[-1]] for r in self._rows])
         positions = torch.tensor([[r.pos] for r in self._rows])
         assert self._mask is not None and self._cache is not None, "decoding needs running rows"
         self._mask = F.pad(self._mask, (0, 1), value=1)
         logits = self._forward(ids, self._mask, positions, self._cache)
-        for r in self._rows:
-            r.pos += 1
-        self._select(self._advance(self._rows, logits))
-
-    def _select(self, keep: list[int]) -> None:
-        """Keep only these rows, and drop leading cache columns that are padding in all of them."""
-        if len(keep) == len(self._rows):
-            return
-        if not keep:
-            self._rows, self._cache, self._mask = [], None, None
-            return
-        idx = torch.tensor(keep)
-        assert self._mask is not None and self._cache is not None, "selecting needs running rows"
-        mask = self._mask[idx]
-        cut = int(mask.any(0).int().argmax())
-        self._cache = _kv_cache([(k[idx, :, cut:], v[idx, :, cut:]) for k, v, _ in self._cache])
-        self._mask = mask[:, cut:]
-        self._rows = [self._rows[i] for i in keep]
+        live = [i for i, r in enumerate(self._rows) if not r.done]
+        for i in live:
+            self._rows[i].pos += 1
+        rows = [self._rows[i] for i in live]
+        running = set(self._advance(rows, logits[live] if len(live) < len(self._rows) else logits))
+        for j, r in enumerate(rows):
+            r.done = j not in running
 
     # --- sampling and detokenisation -------------------------------------------------------------
 
