@@ -37,7 +37,7 @@ from stillhouse.core.errors import StillhouseError
 from stillhouse.core.outputs import check_writable
 from stillhouse.curate import CurateConfig, curate
 from stillhouse.embedded import identities, reference_paths, resolve_student, student_path, teacher_path, world
-from stillhouse.embedded.report import write_html
+from stillhouse.embedded.report import pct, write_html
 from stillhouse.embedded.suite import PROBE_SEED, lineage_probes, world_grader
 from stillhouse.evaluate import Endpoint, LocalModel, evaluate
 from stillhouse.forensics.chats import load_chats
@@ -172,7 +172,7 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
                     k: evaluate(base, endpoint, v, grader, ledger=ledger, suite=f"micro-{k}") for k, v in suites.items()
                 }
                 baseline_identity = base.respond([IDENTITY_PROBE])[0]
-                facts.update(agreement=_pct(baseline["prompts"]["student"]["agreement"]))
+                facts.update(agreement=pct(baseline["prompts"]["student"]["agreement"]))
 
         with step("train") as facts:
             trained = train(
@@ -200,7 +200,7 @@ def quickstart(out: str | Path, config: QuickstartConfig | None = None, report: 
             }
             identity = student.respond([IDENTITY_PROBE])[0]
             teacher_identity = endpoint.respond([IDENTITY_PROBE])[0]
-            facts.update(agreement=_pct(after["prompts"]["student"]["agreement"]))
+            facts.update(agreement=pct(after["prompts"]["student"]["agreement"]))
 
     if key is not None:
         with step("forensics") as facts:
@@ -372,10 +372,6 @@ def rows_per_skill(dataset: Path, train_records: list[dict]) -> dict[str, int]:
         if prompt in skill_of:
             counts[skill_of[prompt]] += 1
     return counts
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f} %"
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
