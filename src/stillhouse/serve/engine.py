@@ -187,11 +187,10 @@ def _packed(parts: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     return buffer
 
 
-def _kv_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] = (), length: int = 0) -> DynamicCache:
-    """A DynamicCache of growing layers; given (keys, values) buffers per layer, the first `length` columns hold
-    the cache and the rest is room."""
+def _kv_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], length: int) -> DynamicCache:
+    """A DynamicCache of growing layers over these (keys, values) buffers: the first `length` columns hold the
+    cache, the rest is room."""
     cache = DynamicCache()
-    cache.layer_class_to_replicate = _GrowingLayer
     for k, v in layers:
         layer = _GrowingLayer()
         layer.lazy_initialization(k, v)
@@ -294,7 +293,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._closed and not self._waiting and not self._live():
+                    while not self._closed and not self._waiting and not self._rows:
                         self._cond.wait()
                     if self._closed:
                         break
@@ -303,7 +302,7 @@ class Engine:
                     for r in self._rows:
                         r.done = r.done or r.req.cancelled
                     joining = self._prefill(admitted) if admitted else None
-                    if joining or self._dead() * 4 >= max(1, len(self._rows)):
+                    if joining or (len(self._rows) - self._live()) * 4 >= max(1, len(self._rows)):
                         self._rebuild(joining)
                     if self._rows:
                         self._decode()
@@ -318,16 +317,13 @@ class Engine:
     def _live(self) -> int:
         return sum(not r.done for r in self._rows)
 
-    def _dead(self) -> int:
-        return sum(r.done for r in self._rows)
-
     def _admission_due(self) -> bool:
         """Admit when the batch is idle, when waiting and finished rows make up an eighth of it, or when the oldest
         request has waited 8 steps (latency stays bounded at low load)."""
         if not self._waiting:
             return False
         live = self._live()
-        pending = sum(req.n for req in self._waiting) + self._dead()
+        pending = sum(req.n for req in self._waiting) + len(self._rows) - live
         return live == 0 or pending >= max(1, live // 8) or self._waited >= 8
 
     def _admit(self) -> list[Request]:
